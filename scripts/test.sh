@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's one test command: installs what the tests need on a fresh Debian machine
+# (root, Rust, pyenv CPython 3.11), then runs formatting, lints and every test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=/root/.pyenv/versions/3.11.7/bin/python3
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# System packages: real Mongrel2 for the differential suites, wrk as a load-generator anchor.
+need_apt=()
+command -v mongrel2 >/dev/null || need_apt+=(mongrel2-core)
+command -v m2sh >/dev/null || need_apt+=(mongrel2-core)
+command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# A virtualenv with the frameworks the fixture apps use, built from the interpreter PyO3 links.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import flask, django' 2>/dev/null; then
+  log "virtualenv .venv (flask, django)"
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r fixtures/requirements.txt
+fi
+export WSGID_TEST_VENV="$ROOT/.venv"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "build binaries"
+cargo build --workspace --bins
+
+log "tests"
+cargo nextest run --workspace --no-fail-fast --failure-output final
+cargo test --workspace --doc
