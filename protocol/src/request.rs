@@ -1,0 +1,1078 @@
+//! Request frames (Mongrel2 -> handler): parsing and exact Mongrel2 1.12.2 encoding.
+//!
+//! Wire form: `SENDER SP ID SP PATH SP HLEN ':' HEADERS TERM BLEN ':' BODY ','`, where
+//! HEADERS is a JSON object (TERM `,`) or the payload of a tnetstring dict (TERM `}`),
+//! and the body is always a plain netstring. Parsing borrows the body and, when no
+//! unescaping is needed, every header name and value from the frame.
+
+use std::borrow::Cow;
+
+use memchr::memchr;
+use thiserror::Error;
+
+use crate::json::{self, JsonError, JsonValue, ObjectReader};
+use crate::tnetstring::{self, TnetError};
+
+/// How the header block of a request frame is encoded (Mongrel2's handler `protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeaderProtocol {
+    /// `protocol='json'`: a JSON object followed by `,`.
+    Json,
+    /// `protocol='tnetstring'`: a tnetstring dict (terminator `}`).
+    Tnetstring,
+}
+
+/// Why a request frame was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// A space-separated field (sender, id, path) is missing.
+    #[error("bad request frame: expected {field} followed by a space, got end of frame")]
+    MissingField {
+        /// Which field.
+        field: &'static str,
+    },
+    /// A field is empty.
+    #[error("bad request frame: {field} is empty")]
+    EmptyField {
+        /// Which field.
+        field: &'static str,
+    },
+    /// The connection id is not a decimal u64.
+    #[error("bad request frame: connection id must be a decimal u64, got {got:?}")]
+    BadConnId {
+        /// The id field (lossy UTF-8).
+        got: String,
+    },
+    /// A netstring length prefix (headers or body) is malformed.
+    #[error("bad request frame: {part} length prefix: expected DIGITS ':', got {got:?}")]
+    BadLength {
+        /// "headers" or "body".
+        part: &'static str,
+        /// The bytes found (lossy UTF-8, truncated).
+        got: String,
+    },
+    /// A netstring runs past the end of the frame.
+    #[error("bad request frame: {part} says {expected} bytes, only {available} left")]
+    Truncated {
+        /// "headers" or "body".
+        part: &'static str,
+        /// Announced length.
+        expected: usize,
+        /// Bytes left.
+        available: usize,
+    },
+    /// The header block's terminator is neither `,` (JSON) nor `}` (tnetstring).
+    #[error(
+        "bad request frame: header terminator must be ',' (json) or '}}' (tnetstring), got {got}"
+    )]
+    BadHeaderTerminator {
+        /// What came.
+        got: String,
+    },
+    /// The body netstring does not end with `,`.
+    #[error("bad request frame: body must end with ',', got {got}")]
+    BadBodyTerminator {
+        /// What came.
+        got: String,
+    },
+    /// Bytes after the body netstring.
+    #[error("bad request frame: {count} bytes after the body netstring")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// The JSON header object is malformed.
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    /// The tnetstring header dict is malformed.
+    #[error("bad tnetstring headers: {0}")]
+    Tnet(#[from] TnetError),
+    /// A tnetstring header value is neither a byte string nor a list of byte strings.
+    #[error(
+        "bad tnetstring header {name:?}: expected a string or a list of strings, got tag {tag:?}"
+    )]
+    BadHeaderValue {
+        /// Header name (lossy UTF-8).
+        name: String,
+        /// Tag found.
+        tag: char,
+    },
+    /// The request has no `METHOD` header, so it cannot be classified.
+    #[error("request has no METHOD header")]
+    MissingMethod,
+    /// An upload-done frame whose `x-mongrel2-upload-done` differs from (or lacks) `x-mongrel2-upload-start`.
+    #[error("upload-done path {done:?} does not match upload-start path {start:?}")]
+    UploadMismatch {
+        /// `x-mongrel2-upload-start` (lossy UTF-8), if present.
+        start: Option<String>,
+        /// `x-mongrel2-upload-done` (lossy UTF-8).
+        done: String,
+    },
+}
+
+/// A header value: one string, or several (a duplicated header, in arrival order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue<'a> {
+    /// A single value.
+    One(Cow<'a, [u8]>),
+    /// Several values (JSON array / tnetstring list).
+    Many(Vec<Cow<'a, [u8]>>),
+}
+
+impl<'a> HeaderValue<'a> {
+    /// The first value (empty for an empty list).
+    pub fn first(&self) -> &[u8] {
+        match self {
+            HeaderValue::One(v) => v,
+            HeaderValue::Many(vs) => vs.first().map_or(&[][..], |v| v),
+        }
+    }
+
+    /// All values in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let (one, many): (Option<&[u8]>, &[Cow<'a, [u8]>]) = match self {
+            HeaderValue::One(v) => (Some(v), &[]),
+            HeaderValue::Many(vs) => (None, vs),
+        };
+        one.into_iter().chain(many.iter().map(|v| &**v))
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            HeaderValue::One(_) => 1,
+            HeaderValue::Many(vs) => vs.len(),
+        }
+    }
+
+    /// True only for an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Detaches the value from the frame it borrows from.
+    pub fn into_owned(self) -> HeaderValue<'static> {
+        match self {
+            HeaderValue::One(v) => HeaderValue::One(Cow::Owned(v.into_owned())),
+            HeaderValue::Many(vs) => {
+                HeaderValue::Many(vs.into_iter().map(|v| Cow::Owned(v.into_owned())).collect())
+            }
+        }
+    }
+
+    fn push(&mut self, value: Cow<'a, [u8]>) {
+        match self {
+            HeaderValue::One(v) => {
+                let first = std::mem::take(v);
+                *self = HeaderValue::Many(vec![first, value]);
+            }
+            HeaderValue::Many(vs) => vs.push(value),
+        }
+    }
+
+    fn extend(&mut self, other: HeaderValue<'a>) {
+        match other {
+            HeaderValue::One(v) => self.push(v),
+            HeaderValue::Many(vs) => {
+                for v in vs {
+                    self.push(v);
+                }
+            }
+        }
+    }
+}
+
+impl<'a> From<JsonValue<'a>> for HeaderValue<'a> {
+    fn from(v: JsonValue<'a>) -> Self {
+        match v {
+            JsonValue::One(s) => HeaderValue::One(s),
+            JsonValue::Many(s) => HeaderValue::Many(s),
+        }
+    }
+}
+
+/// Request headers: an ordered list of unique names, each with one or more values.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Headers<'a> {
+    entries: Vec<(Cow<'a, [u8]>, HeaderValue<'a>)>,
+}
+
+impl<'a> Headers<'a> {
+    /// No headers.
+    pub fn new() -> Self {
+        Headers {
+            entries: Vec::new(),
+        }
+    }
+
+    /// No headers, room for `n`.
+    pub fn with_capacity(n: usize) -> Self {
+        Headers {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// The value of `name` (exact, case-sensitive match).
+    pub fn get(&self, name: &[u8]) -> Option<&HeaderValue<'a>> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `name`.
+    pub fn get_one(&self, name: &[u8]) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::first)
+    }
+
+    /// Adds a value; an existing name becomes `Many`, keeping its first position.
+    pub fn append(&mut self, name: impl Into<Cow<'a, [u8]>>, value: impl Into<Cow<'a, [u8]>>) {
+        self.append_value(name.into(), HeaderValue::One(value.into()));
+    }
+
+    /// Adds a whole value (one or many); an existing name gets the values appended.
+    pub fn append_value(&mut self, name: Cow<'a, [u8]>, value: HeaderValue<'a>) {
+        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, existing)) => existing.extend(value),
+            None => self.entries.push((name, value)),
+        }
+    }
+
+    /// Sets `name` to a single value, replacing any values (position kept if present).
+    pub fn set(&mut self, name: impl Into<Cow<'a, [u8]>>, value: impl Into<Cow<'a, [u8]>>) {
+        let name = name.into();
+        let value = HeaderValue::One(value.into());
+        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, existing)) => *existing = value,
+            None => self.entries.push((name, value)),
+        }
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &[u8]) -> Option<HeaderValue<'a>> {
+        let i = self.entries.iter().position(|(n, _)| n.as_ref() == name)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &HeaderValue<'a>)> {
+        self.entries.iter().map(|(n, v)| (n.as_ref(), v))
+    }
+
+    /// Number of distinct names.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Detaches the headers from the frame they borrow from.
+    pub fn into_owned(self) -> Headers<'static> {
+        Headers {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(n, v)| (Cow::Owned(n.into_owned()), v.into_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// A parsed request frame, borrowing from the frame bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// SENDER: the handler's send_ident.
+    pub sender: &'a [u8],
+    /// ID: the connection id.
+    pub conn_id: u64,
+    /// PATH field of the frame (raw, undecoded; `@*` for disconnects).
+    pub path: &'a [u8],
+    /// How the headers were encoded.
+    pub protocol: HeaderProtocol,
+    /// The headers, in wire order.
+    pub headers: Headers<'a>,
+    /// The body (borrowed from the frame).
+    pub body: &'a [u8],
+}
+
+/// Parses `DIGITS ':'` at the start of `input` into (length, rest).
+fn netstring_len<'a>(input: &'a [u8], part: &'static str) -> Result<(usize, &'a [u8]), FrameError> {
+    let bad = || FrameError::BadLength {
+        part,
+        got: tnetstring::show(&input[..input.len().min(16)]),
+    };
+    let colon = memchr(b':', &input[..input.len().min(11)]).ok_or_else(bad)?;
+    let digits = &input[..colon];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || digits.len() > 10 {
+        return Err(bad());
+    }
+    let len = digits
+        .iter()
+        .fold(0usize, |acc, &d| acc * 10 + usize::from(d - b'0'));
+    let rest = &input[colon + 1..];
+    if rest.len() < len {
+        return Err(FrameError::Truncated {
+            part,
+            expected: len,
+            available: rest.len(),
+        });
+    }
+    Ok((len, rest))
+}
+
+fn field<'a>(input: &'a [u8], name: &'static str) -> Result<(&'a [u8], &'a [u8]), FrameError> {
+    let sp = memchr(b' ', input).ok_or(FrameError::MissingField { field: name })?;
+    if sp == 0 {
+        return Err(FrameError::EmptyField { field: name });
+    }
+    Ok((&input[..sp], &input[sp + 1..]))
+}
+
+fn describe(b: Option<&u8>) -> String {
+    match b {
+        Some(&b) if b.is_ascii_graphic() => format!("{:?}", char::from(b)),
+        Some(&b) => format!("byte 0x{b:02x}"),
+        None => "end of frame".to_owned(),
+    }
+}
+
+/// Parses one request frame. The body and (when no unescaping is needed) header
+/// names and values are borrowed from `frame`.
+pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, FrameError> {
+    let (sender, rest) = field(frame, "sender")?;
+    let (id, rest) = field(rest, "connection id")?;
+    let conn_id = parse_u64(id).ok_or_else(|| FrameError::BadConnId {
+        got: tnetstring::show(id),
+    })?;
+    let (path, rest) = field(rest, "path")?;
+
+    let (hlen, rest) = netstring_len(rest, "headers")?;
+    let header_bytes = &rest[..hlen];
+    let protocol = match rest.get(hlen) {
+        Some(b',') => HeaderProtocol::Json,
+        Some(b'}') => HeaderProtocol::Tnetstring,
+        other => {
+            return Err(FrameError::BadHeaderTerminator {
+                got: describe(other),
+            });
+        }
+    };
+    let rest = &rest[hlen + 1..];
+    let (blen, rest) = netstring_len(rest, "body")?;
+    let body = &rest[..blen];
+    match rest.get(blen) {
+        Some(b',') => {}
+        other => {
+            return Err(FrameError::BadBodyTerminator {
+                got: describe(other),
+            });
+        }
+    }
+    let trailing = rest.len() - blen - 1;
+    if trailing != 0 {
+        return Err(FrameError::TrailingBytes { count: trailing });
+    }
+
+    let headers = match protocol {
+        HeaderProtocol::Json => parse_json_headers(header_bytes)?,
+        HeaderProtocol::Tnetstring => parse_tnet_headers(header_bytes)?,
+    };
+    Ok(Request {
+        sender,
+        conn_id,
+        path,
+        protocol,
+        headers,
+        body,
+    })
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(v)
+}
+
+fn parse_json_headers(input: &[u8]) -> Result<Headers<'_>, FrameError> {
+    let mut headers = Headers::with_capacity(16);
+    let mut reader = ObjectReader::new(input)?;
+    while let Some((name, value)) = reader.next_pair()? {
+        headers.append_value(name, value.into());
+    }
+    Ok(headers)
+}
+
+fn parse_tnet_headers(mut payload: &[u8]) -> Result<Headers<'_>, FrameError> {
+    let mut headers = Headers::with_capacity(16);
+    while !payload.is_empty() {
+        let (name, tag, rest) = tnetstring::split(payload)?;
+        if tag != b',' {
+            return Err(TnetError::BadDictKey {
+                tag: char::from(tag),
+            }
+            .into());
+        }
+        if rest.is_empty() {
+            return Err(TnetError::MissingDictValue {
+                key: tnetstring::show(name),
+            }
+            .into());
+        }
+        let (value, tag, rest) = tnetstring::split(rest)?;
+        let value = match tag {
+            b',' => HeaderValue::One(Cow::Borrowed(value)),
+            b']' => {
+                let mut items = Vec::with_capacity(2);
+                let mut p = value;
+                while !p.is_empty() {
+                    let (item, itag, r) = tnetstring::split(p)?;
+                    if itag != b',' {
+                        return Err(FrameError::BadHeaderValue {
+                            name: tnetstring::show(name),
+                            tag: char::from(itag),
+                        });
+                    }
+                    items.push(Cow::Borrowed(item));
+                    p = r;
+                }
+                HeaderValue::Many(items)
+            }
+            other => {
+                return Err(FrameError::BadHeaderValue {
+                    name: tnetstring::show(name),
+                    tag: char::from(other),
+                });
+            }
+        };
+        headers.append_value(Cow::Borrowed(name), value);
+        payload = rest;
+    }
+    Ok(headers)
+}
+
+/// The request line facts Mongrel2 adds as uppercase keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestMeta<'a> {
+    /// METHOD (as sent by the client).
+    pub method: &'a [u8],
+    /// VERSION, e.g. `HTTP/1.1`.
+    pub version: &'a [u8],
+    /// PATH (raw path, no query/fragment); also the frame's PATH field.
+    pub path: &'a [u8],
+    /// URI (path + `?query`).
+    pub uri: &'a [u8],
+    /// QUERY, only when the target had one.
+    pub query: Option<&'a [u8]>,
+    /// FRAGMENT (without `#`), only when the target had one.
+    pub fragment: Option<&'a [u8]>,
+    /// PATTERN: the route that matched.
+    pub pattern: &'a [u8],
+    /// URL_SCHEME, `http` or `https`.
+    pub url_scheme: &'a [u8],
+    /// REMOTE_ADDR: the peer IP.
+    pub remote_addr: &'a [u8],
+}
+
+/// Kind of a non-HTTP socket message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketKind {
+    /// `@route {...}\0`: METHOD `JSON`.
+    Json,
+    /// `<route ...>\0`: METHOD `XML`.
+    Xml,
+}
+
+fn write_prefix(out: &mut Vec<u8>, sender: &[u8], conn_id: u64, path: &[u8]) {
+    out.extend_from_slice(sender);
+    out.push(b' ');
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(conn_id).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path);
+    out.push(b' ');
+}
+
+fn write_body(out: &mut Vec<u8>, body: &[u8]) {
+    tnetstring::put_bytes(out, body);
+}
+
+/// JSON `,"KEY":"escaped value"` (or without the comma for the first pair).
+fn json_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend_from_slice(b",\"");
+    json::write_escaped(out, key);
+    out.extend_from_slice(b"\":\"");
+    json::write_escaped(out, value);
+    out.push(b'"');
+}
+
+fn json_header(out: &mut Vec<u8>, name: &[u8], value: &HeaderValue<'_>) {
+    match value {
+        HeaderValue::One(v) => json_pair(out, name, v),
+        HeaderValue::Many(vs) => {
+            out.extend_from_slice(b",\"");
+            json::write_escaped(out, name);
+            out.extend_from_slice(b"\":[");
+            for (i, v) in vs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                json::write_escaped(out, v);
+                out.push(b'"');
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// Opens the JSON object with `{"PATH":"<path>"` (PATH raw: Mongrel2 does not escape it).
+fn json_open_with_path(out: &mut Vec<u8>, path: &[u8]) {
+    out.extend_from_slice(b"{\"PATH\":\"");
+    out.extend_from_slice(path);
+    out.push(b'"');
+}
+
+fn tnet_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    tnetstring::put_bytes(out, key);
+    tnetstring::put_bytes(out, value);
+}
+
+fn tnet_header(out: &mut Vec<u8>, name: &[u8], value: &HeaderValue<'_>) {
+    tnetstring::put_bytes(out, name);
+    match value {
+        HeaderValue::One(v) => tnetstring::put_bytes(out, v),
+        HeaderValue::Many(vs) => {
+            let len: usize = vs
+                .iter()
+                .map(|v| tnetstring::bytes_encoded_len(v.len()))
+                .sum();
+            let mut buf = itoa::Buffer::new();
+            out.extend_from_slice(buf.format(len).as_bytes());
+            out.push(b':');
+            for v in vs {
+                tnetstring::put_bytes(out, v);
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// Writes the header block: `HLEN ':' <what write() appends> TERM`.
+fn with_header_block(
+    out: &mut Vec<u8>,
+    protocol: HeaderProtocol,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    write(out);
+    let term = match protocol {
+        HeaderProtocol::Json => b',',
+        HeaderProtocol::Tnetstring => b'}',
+    };
+    tnetstring::wrap(out, start, term);
+}
+
+/// Appends a request frame exactly as Mongrel2 1.12.2 writes it.
+///
+/// `client_headers` are written in the given order (Mongrel2 uses hash order, so
+/// pass the order you want), and must already include `x-forwarded-for` and any
+/// `x-mongrel2-upload-*` keys. Key order:
+/// JSON `PATH, <client>, METHOD, VERSION, URI, QUERY?, FRAGMENT?, PATTERN, URL_SCHEME, REMOTE_ADDR`;
+/// tnetstring `REMOTE_ADDR, METHOD, URL_SCHEME, PATTERN, FRAGMENT?, QUERY?, URI, VERSION, PATH, <client>`.
+/// JSON values escape only `\` and `"`; PATH is copied raw in both the frame
+/// field and the JSON object, as Mongrel2 does.
+pub fn encode_request(
+    out: &mut Vec<u8>,
+    protocol: HeaderProtocol,
+    sender: &[u8],
+    conn_id: u64,
+    meta: &RequestMeta<'_>,
+    client_headers: &Headers<'_>,
+    body: &[u8],
+) {
+    write_prefix(out, sender, conn_id, meta.path);
+    with_header_block(out, protocol, |out| match protocol {
+        HeaderProtocol::Json => {
+            json_open_with_path(out, meta.path);
+            for (name, value) in client_headers.iter() {
+                json_header(out, name, value);
+            }
+            json_pair(out, b"METHOD", meta.method);
+            json_pair(out, b"VERSION", meta.version);
+            json_pair(out, b"URI", meta.uri);
+            if let Some(q) = meta.query {
+                json_pair(out, b"QUERY", q);
+            }
+            if let Some(f) = meta.fragment {
+                json_pair(out, b"FRAGMENT", f);
+            }
+            json_pair(out, b"PATTERN", meta.pattern);
+            json_pair(out, b"URL_SCHEME", meta.url_scheme);
+            json_pair(out, b"REMOTE_ADDR", meta.remote_addr);
+            out.push(b'}');
+        }
+        HeaderProtocol::Tnetstring => {
+            tnet_pair(out, b"REMOTE_ADDR", meta.remote_addr);
+            tnet_pair(out, b"METHOD", meta.method);
+            tnet_pair(out, b"URL_SCHEME", meta.url_scheme);
+            tnet_pair(out, b"PATTERN", meta.pattern);
+            if let Some(f) = meta.fragment {
+                tnet_pair(out, b"FRAGMENT", f);
+            }
+            if let Some(q) = meta.query {
+                tnet_pair(out, b"QUERY", q);
+            }
+            tnet_pair(out, b"URI", meta.uri);
+            tnet_pair(out, b"VERSION", meta.version);
+            tnet_pair(out, b"PATH", meta.path);
+            for (name, value) in client_headers.iter() {
+                tnet_header(out, name, value);
+            }
+        }
+    });
+    write_body(out, body);
+}
+
+/// The body of a disconnect frame.
+pub const DISCONNECT_BODY: &[u8] = br#"{"type":"disconnect"}"#;
+
+/// The PATH field of a disconnect frame.
+pub const DISCONNECT_PATH: &[u8] = b"@*";
+
+/// Appends the disconnect frame Mongrel2 sends when a client connection closes:
+/// path `@*`, headers `{"METHOD":"JSON"}`, body `{"type":"disconnect"}`.
+pub fn encode_disconnect(out: &mut Vec<u8>, protocol: HeaderProtocol, sender: &[u8], conn_id: u64) {
+    write_prefix(out, sender, conn_id, DISCONNECT_PATH);
+    match protocol {
+        HeaderProtocol::Json => out.extend_from_slice(br#"17:{"METHOD":"JSON"},"#),
+        HeaderProtocol::Tnetstring => out.extend_from_slice(b"16:6:METHOD,4:JSON,}"),
+    }
+    write_body(out, DISCONNECT_BODY);
+}
+
+/// Appends a socket (non-HTTP) message frame as Mongrel2 writes it (cases 38/39):
+/// PATH and PATTERN are `pattern`, `x-forwarded-for` is `remote_addr`, METHOD is
+/// `JSON` or `XML`, no VERSION/URI. JSON order
+/// `PATH, x-forwarded-for, METHOD, PATTERN, URL_SCHEME, REMOTE_ADDR`; tnetstring order
+/// `REMOTE_ADDR, METHOD, URL_SCHEME, PATTERN, PATH, x-forwarded-for`. URL_SCHEME is `http`.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_socket_message(
+    out: &mut Vec<u8>,
+    protocol: HeaderProtocol,
+    sender: &[u8],
+    conn_id: u64,
+    kind: SocketKind,
+    pattern: &[u8],
+    remote_addr: &[u8],
+    body: &[u8],
+) {
+    let method: &[u8] = match kind {
+        SocketKind::Json => b"JSON",
+        SocketKind::Xml => b"XML",
+    };
+    write_prefix(out, sender, conn_id, pattern);
+    with_header_block(out, protocol, |out| match protocol {
+        HeaderProtocol::Json => {
+            json_open_with_path(out, pattern);
+            json_pair(out, b"x-forwarded-for", remote_addr);
+            json_pair(out, b"METHOD", method);
+            json_pair(out, b"PATTERN", pattern);
+            json_pair(out, b"URL_SCHEME", b"http");
+            json_pair(out, b"REMOTE_ADDR", remote_addr);
+            out.push(b'}');
+        }
+        HeaderProtocol::Tnetstring => {
+            tnet_pair(out, b"REMOTE_ADDR", remote_addr);
+            tnet_pair(out, b"METHOD", method);
+            tnet_pair(out, b"URL_SCHEME", b"http");
+            tnet_pair(out, b"PATTERN", pattern);
+            tnet_pair(out, b"PATH", pattern);
+            tnet_pair(out, b"x-forwarded-for", remote_addr);
+        }
+    });
+    write_body(out, body);
+}
+
+impl<'a> Request<'a> {
+    /// The `METHOD` header's first value.
+    pub fn method(&self) -> Option<&[u8]> {
+        self.headers.get_one(b"METHOD")
+    }
+
+    /// First value of header `name`.
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers.get_one(name)
+    }
+
+    /// True for the disconnect frame (path `@*`, METHOD `JSON`, body `{"type":"disconnect"}`).
+    pub fn is_disconnect(&self) -> bool {
+        self.path == DISCONNECT_PATH
+            && self.method() == Some(b"JSON")
+            && self.body == DISCONNECT_BODY
+    }
+
+    /// Detaches the request from the frame it borrows from (body and fields copied).
+    pub fn into_owned(self) -> OwnedRequest {
+        OwnedRequest {
+            sender: self.sender.to_vec(),
+            conn_id: self.conn_id,
+            path: self.path.to_vec(),
+            protocol: self.protocol,
+            headers: self.headers.into_owned(),
+            body: self.body.to_vec(),
+        }
+    }
+}
+
+/// A request that owns its bytes (see [`Request::into_owned`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRequest {
+    /// SENDER.
+    pub sender: Vec<u8>,
+    /// ID.
+    pub conn_id: u64,
+    /// PATH field.
+    pub path: Vec<u8>,
+    /// Header encoding.
+    pub protocol: HeaderProtocol,
+    /// Headers.
+    pub headers: Headers<'static>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CASE01: &[u8] =
+        include_bytes!("../../fixtures/mongrel2-cases/01_get_query/01-in-json.bin");
+    const CASE35: &[u8] =
+        include_bytes!("../../fixtures/mongrel2-cases/35_tnet_get_dups/01-in-tnet.bin");
+    const CASE09: &[u8] =
+        include_bytes!("../../fixtures/mongrel2-cases/09_duplicate_headers/01-in-json.bin");
+
+    fn owned(v: &[&[u8]]) -> HeaderValue<'static> {
+        HeaderValue::Many(v.iter().map(|s| Cow::Owned(s.to_vec())).collect())
+    }
+
+    fn json_frame(headers: &[u8]) -> Vec<u8> {
+        let mut f = format!("s 1 /p {}:", headers.len()).into_bytes();
+        f.extend_from_slice(headers);
+        f.extend_from_slice(b",0:,");
+        f
+    }
+
+    fn meta01() -> RequestMeta<'static> {
+        RequestMeta {
+            method: b"GET",
+            version: b"HTTP/1.1",
+            path: b"/handler/some%20dir/caf%C3%A9.txt",
+            uri: b"/handler/some%20dir/caf%C3%A9.txt?a=1&b=%20c&d=%C3%A9&e=x+y&empty=&flag",
+            query: Some(b"a=1&b=%20c&d=%C3%A9&e=x+y&empty=&flag"),
+            fragment: None,
+            pattern: b"/handler/",
+            url_scheme: b"http",
+            remote_addr: b"127.0.0.1",
+        }
+    }
+
+    #[test]
+    fn json_frame_fields_and_headers_are_parsed_in_wire_order() {
+        let r = parse_request(CASE01).unwrap();
+        assert_eq!(r.sender, b"11111111-2222-4333-8444-555555555555");
+        assert_eq!(r.conn_id, 1);
+        assert_eq!(r.path, b"/handler/some%20dir/caf%C3%A9.txt");
+        assert_eq!(r.protocol, HeaderProtocol::Json);
+        assert_eq!(r.body, b"");
+        let names: Vec<&[u8]> = r.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names[0], b"PATH");
+        assert_eq!(names[names.len() - 1], b"REMOTE_ADDR");
+        assert_eq!(
+            r.headers.get_one(b"QUERY"),
+            Some(&b"a=1&b=%20c&d=%C3%A9&e=x+y&empty=&flag"[..])
+        );
+        assert_eq!(r.method(), Some(&b"GET"[..]));
+    }
+
+    #[test]
+    fn json_headers_without_escapes_are_borrowed_from_the_frame() {
+        let r = parse_request(CASE01).unwrap();
+        for (name, value) in r.headers.entries.iter() {
+            assert!(matches!(name, Cow::Borrowed(_)));
+            assert!(matches!(value, HeaderValue::One(Cow::Borrowed(_))));
+        }
+    }
+
+    #[test]
+    fn body_is_borrowed_from_the_frame_not_copied() {
+        let mut frame = Vec::new();
+        encode_request(
+            &mut frame,
+            HeaderProtocol::Json,
+            b"s",
+            7,
+            &meta01(),
+            &Headers::new(),
+            b"\0body\xff,",
+        );
+        let r = parse_request(&frame).unwrap();
+        assert_eq!(r.body, b"\0body\xff,");
+        let range = frame.as_ptr_range();
+        assert!(range.contains(&r.body.as_ptr()));
+    }
+
+    #[test]
+    fn json_duplicate_headers_arrive_as_many_in_arrival_order() {
+        let r = parse_request(CASE09).unwrap();
+        assert_eq!(r.headers.get(b"x-bar"), Some(&owned(&[b"1", b"2", b"3"])));
+        assert_eq!(r.headers.get(b"cookie"), Some(&owned(&[b"a=1", b"b=2"])));
+        assert_eq!(r.headers.get_one(b"cookie"), Some(&b"a=1"[..]));
+    }
+
+    #[test]
+    fn tnetstring_frame_with_dup_list_and_quote_is_parsed() {
+        let r = parse_request(CASE35).unwrap();
+        assert_eq!(r.protocol, HeaderProtocol::Tnetstring);
+        assert_eq!(r.conn_id, 44);
+        assert_eq!(r.headers.get(b"cookie"), Some(&owned(&[b"a=1", b"b=2"])));
+        assert_eq!(r.headers.get_one(b"x-quote"), Some(&br#"say "hi""#[..]));
+        assert_eq!(r.headers.get_one(b"REMOTE_ADDR"), Some(&b"127.0.0.1"[..]));
+    }
+
+    #[test]
+    fn json_header_with_raw_tab_and_invalid_utf8_is_accepted_as_mongrel2_writes_it() {
+        let frame = json_frame(b"{\"PATH\":\"/p\",\"x-t\":\"a\tb\",\"x-b\":\"\xff\xfe\"}");
+        let r = parse_request(&frame).unwrap();
+        assert_eq!(r.headers.get_one(b"x-t"), Some(&b"a\tb"[..]));
+        assert_eq!(r.headers.get_one(b"x-b"), Some(&b"\xff\xfe"[..]));
+    }
+
+    #[test]
+    fn json_escaped_value_is_unescaped_into_an_owned_copy() {
+        let frame = json_frame(br#"{"x-q":"say \"hi\" \\"}"#);
+        let r = parse_request(&frame).unwrap();
+        assert_eq!(r.headers.get_one(b"x-q"), Some(&br#"say "hi" \"#[..]));
+        assert!(matches!(
+            r.headers.get(b"x-q"),
+            Some(HeaderValue::One(Cow::Owned(_)))
+        ));
+    }
+
+    #[test]
+    fn encode_request_json_reproduces_case_01_byte_for_byte() {
+        let mut h = Headers::new();
+        h.append(&b"x-forwarded-for"[..], &b"127.0.0.1"[..]);
+        h.append(&b"accept"[..], &b"*/*"[..]);
+        h.append(&b"user-agent"[..], &b"m2real-driver"[..]);
+        h.append(&b"host"[..], &b"localhost"[..]);
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            HeaderProtocol::Json,
+            b"11111111-2222-4333-8444-555555555555",
+            1,
+            &meta01(),
+            &h,
+            b"",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(CASE01)
+        );
+    }
+
+    #[test]
+    fn encode_request_tnetstring_reproduces_case_35_byte_for_byte() {
+        let mut h = Headers::new();
+        h.append(&b"cookie"[..], &b"a=1"[..]);
+        h.append(&b"cookie"[..], &b"b=2"[..]);
+        h.append(&b"host"[..], &b"localhost"[..]);
+        h.append(&b"user-agent"[..], &b"m2real-driver"[..]);
+        h.append(&b"accept"[..], &b"*/*"[..]);
+        h.append(&b"x-quote"[..], &br#"say "hi""#[..]);
+        h.append(&b"x-forwarded-for"[..], &b"127.0.0.1"[..]);
+        let meta = RequestMeta {
+            method: b"GET",
+            version: b"HTTP/1.1",
+            path: b"/tnet/x/y%20z",
+            uri: b"/tnet/x/y%20z?q=1&r=%C3%A9",
+            query: Some(b"q=1&r=%C3%A9"),
+            fragment: None,
+            pattern: b"/tnet/",
+            url_scheme: b"http",
+            remote_addr: b"127.0.0.1",
+        };
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            HeaderProtocol::Tnetstring,
+            b"66666666-7777-4888-9999-aaaaaaaaaaaa",
+            44,
+            &meta,
+            &h,
+            b"",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(CASE35)
+        );
+    }
+
+    #[test]
+    fn encode_disconnect_matches_both_captured_frames_exactly() {
+        let mut out = Vec::new();
+        encode_disconnect(
+            &mut out,
+            HeaderProtocol::Json,
+            b"11111111-2222-4333-8444-555555555555",
+            43,
+        );
+        assert_eq!(
+            out,
+            br#"11111111-2222-4333-8444-555555555555 43 @* 17:{"METHOD":"JSON"},21:{"type":"disconnect"},"#
+        );
+        out.clear();
+        encode_disconnect(
+            &mut out,
+            HeaderProtocol::Tnetstring,
+            b"66666666-7777-4888-9999-aaaaaaaaaaaa",
+            44,
+        );
+        assert_eq!(
+            out,
+            br#"66666666-7777-4888-9999-aaaaaaaaaaaa 44 @* 16:6:METHOD,4:JSON,}21:{"type":"disconnect"},"#
+        );
+    }
+
+    #[test]
+    fn encode_socket_message_json_matches_case_38() {
+        let mut out = Vec::new();
+        encode_socket_message(
+            &mut out,
+            HeaderProtocol::Json,
+            b"11111111-2222-4333-8444-555555555555",
+            47,
+            SocketKind::Json,
+            b"@chat",
+            b"127.0.0.1",
+            br#"{"type":"join","name":"zed"}"#,
+        );
+        assert_eq!(
+            out,
+            &include_bytes!("../../fixtures/mongrel2-cases/38_json_socket_msg/01-in-json.bin")[..]
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_typed_errors() {
+        type Check = fn(&FrameError) -> bool;
+        let cases: &[(&[u8], Check)] = &[
+            (b"", |e| {
+                matches!(e, FrameError::MissingField { field: "sender" })
+            }),
+            (b"s", |e| matches!(e, FrameError::MissingField { .. })),
+            (b" 1 /p 2:{},0:,", |e| {
+                matches!(e, FrameError::EmptyField { field: "sender" })
+            }),
+            (b"s x /p 2:{},0:,", |e| {
+                matches!(e, FrameError::BadConnId { .. })
+            }),
+            (b"s 99999999999999999999 /p 2:{},0:,", |e| {
+                matches!(e, FrameError::BadConnId { .. })
+            }),
+            (b"s 1 /p", |e| {
+                matches!(e, FrameError::MissingField { field: "path" })
+            }),
+            (b"s 1 /p x:{},0:,", |e| {
+                matches!(
+                    e,
+                    FrameError::BadLength {
+                        part: "headers",
+                        ..
+                    }
+                )
+            }),
+            (b"s 1 /p 9:{},0:,", |e| {
+                matches!(
+                    e,
+                    FrameError::Truncated {
+                        part: "headers",
+                        ..
+                    }
+                )
+            }),
+            (b"s 1 /p 2:{}]0:,", |e| {
+                matches!(e, FrameError::BadHeaderTerminator { .. })
+            }),
+            (b"s 1 /p 2:{},", |e| {
+                matches!(e, FrameError::BadLength { part: "body", .. })
+            }),
+            (b"s 1 /p 2:{},5:ab,", |e| {
+                matches!(e, FrameError::Truncated { part: "body", .. })
+            }),
+            (b"s 1 /p 2:{},2:ab}", |e| {
+                matches!(e, FrameError::BadBodyTerminator { .. })
+            }),
+            (b"s 1 /p 2:{},2:ab", |e| {
+                matches!(e, FrameError::BadBodyTerminator { .. })
+            }),
+            (b"s 1 /p 2:{},0:,x", |e| {
+                matches!(e, FrameError::TrailingBytes { count: 1 })
+            }),
+            (b"s 1 /p 2:{x,0:,", |e| matches!(e, FrameError::Json(_))),
+            (b"s 1 /p 4:1:a,}0:,", |e| matches!(e, FrameError::Tnet(_))),
+            (b"s 1 /p 8:1:a,1:1#}0:,", |e| {
+                matches!(e, FrameError::BadHeaderValue { .. })
+            }),
+            (b"s 1 /p 11:1:a,4:1:1#]}0:,", |e| {
+                matches!(e, FrameError::BadHeaderValue { .. })
+            }),
+        ];
+        for (frame, check) in cases {
+            match parse_request(frame) {
+                Err(e) => assert!(
+                    check(&e),
+                    "{:?}: unexpected {e:?}",
+                    String::from_utf8_lossy(frame)
+                ),
+                Ok(r) => panic!("{:?} parsed: {r:?}", String::from_utf8_lossy(frame)),
+            }
+        }
+    }
+
+    #[test]
+    fn headers_append_turns_repeat_into_many_keeping_first_position() {
+        let mut h = Headers::new();
+        h.append(&b"a"[..], &b"1"[..]);
+        h.append(&b"b"[..], &b"2"[..]);
+        h.append(&b"a"[..], &b"3"[..]);
+        let names: Vec<&[u8]> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec![&b"a"[..], b"b"]);
+        assert_eq!(
+            h.get(b"a").unwrap().iter().collect::<Vec<_>>(),
+            vec![&b"1"[..], b"3"]
+        );
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.get_one(b"A"), None, "names are case-sensitive");
+    }
+
+    #[test]
+    fn into_owned_detaches_headers_from_the_frame() {
+        let frame = CASE09.to_vec();
+        let owned = parse_request(&frame).unwrap().headers.into_owned();
+        drop(frame);
+        assert_eq!(owned.get_one(b"host"), Some(&b"localhost"[..]));
+    }
+}
