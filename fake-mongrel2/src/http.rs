@@ -1,0 +1,471 @@
+//! HTTP request-head parsing into the header set Mongrel2 1.12 forwards (no I/O).
+//!
+//! Owns: recognising one message at the start of a buffer (an HTTP request head, or a
+//! JSON/XML socket message), Mongrel2's acceptance rules (method charset, `HTTP/d.d`,
+//! `limits.buffer_size`), the request-target split into PATH/URI/QUERY/FRAGMENT and the
+//! header list (lowercased names, leading spaces stripped, trailing whitespace kept).
+
+/// What kind of body follows a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// Neither Content-Length nor chunked: the body is not read (case 24).
+    None,
+    /// `Content-Length: N`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (always the upload path).
+    Chunked,
+}
+
+/// A parsed request head, borrowing from the read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead<'a> {
+    /// The method as sent (any Mongrel2 method token, e.g. `PURGE`).
+    pub method: &'a [u8],
+    /// `HTTP/1.1`, `HTTP/1.0`, ...
+    pub version: &'a [u8],
+    /// The raw undecoded path (absolute-form targets lose their `scheme:` only).
+    pub path: &'a [u8],
+    /// Path plus `?query`, no fragment.
+    pub uri: &'a [u8],
+    /// The query, when the target had a `?`.
+    pub query: Option<&'a [u8]>,
+    /// The fragment without `#`, when the target had one.
+    pub fragment: Option<&'a [u8]>,
+    /// Client headers in arrival order: lowercased name, value (leading spaces stripped).
+    pub headers: Vec<(Vec<u8>, &'a [u8])>,
+    /// How the body is framed.
+    pub body: BodyKind,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+    /// Length of the head including the blank line.
+    pub head_len: usize,
+}
+
+/// Kind of a non-HTTP socket message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketMsgKind {
+    /// `@route {json}\0`
+    Json,
+    /// `<tag ...>\0`
+    Xml,
+}
+
+/// A NUL-terminated socket message (`@chat {...}\0` or `<chat .../>\0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketMessage<'a> {
+    /// JSON or XML.
+    pub kind: SocketMsgKind,
+    /// The routing path: `@chat` or `<chat`.
+    pub path: &'a [u8],
+    /// The message body, without the NUL (for XML: the whole element).
+    pub body: &'a [u8],
+    /// Bytes consumed, NUL included.
+    pub consumed: usize,
+}
+
+/// Outcome of looking at the start of a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// More bytes are needed.
+    Incomplete,
+    /// Mongrel2 would answer 400 and close.
+    Bad(&'static str),
+    /// A complete HTTP request head.
+    Request(RequestHead<'a>),
+    /// A complete socket message.
+    Socket(SocketMessage<'a>),
+}
+
+/// Mongrel2's method charset: `( upper | digit | "$" | "-" | "_" | "." ){1,20}`.
+fn is_method_byte(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'$' | b'-' | b'_' | b'.')
+}
+
+/// Looks at the start of `buf` and returns the first complete message, if any.
+///
+/// `buffer_size` is Mongrel2's `limits.buffer_size`: a head (or socket message) that does not
+/// fit is a 400.
+pub fn parse_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
+    match buf.first() {
+        None => return Parsed::Incomplete,
+        Some(b'@') | Some(b'<') => return parse_socket_message(buf, buffer_size),
+        _ => {}
+    }
+    // Early method check, as Mongrel2's state machine fails on the first bad byte.
+    let mut method_len = 0;
+    for &b in buf {
+        if b == b' ' {
+            break;
+        }
+        if !is_method_byte(b) {
+            return Parsed::Bad("invalid byte in the request method");
+        }
+        method_len += 1;
+        if method_len > 20 {
+            return Parsed::Bad("request method longer than 20 bytes");
+        }
+    }
+    if method_len == 0 && !buf.is_empty() {
+        return Parsed::Bad("empty request method");
+    }
+    let window = &buf[..buf.len().min(buffer_size)];
+    let mut storage = [httparse::EMPTY_HEADER; 128];
+    match parse_head_with(window, &mut storage) {
+        Err(HeadFail::TooMany) => {
+            let mut big = vec![httparse::EMPTY_HEADER; buffer_size / 2 + 8];
+            match parse_head_with(window, &mut big) {
+                Ok(p) => finish(buf, p, buffer_size),
+                Err(HeadFail::Partial) => incomplete_or_too_big(buf, buffer_size),
+                Err(HeadFail::TooMany) | Err(HeadFail::Bad) => {
+                    Parsed::Bad("malformed request head")
+                }
+            }
+        }
+        Ok(p) => finish(buf, p, buffer_size),
+        Err(HeadFail::Partial) => incomplete_or_too_big(buf, buffer_size),
+        Err(HeadFail::Bad) => Parsed::Bad("malformed request head"),
+    }
+}
+
+fn incomplete_or_too_big(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
+    if buf.len() >= buffer_size {
+        Parsed::Bad("request head larger than limits.buffer_size")
+    } else {
+        Parsed::Incomplete
+    }
+}
+
+enum HeadFail {
+    Partial,
+    TooMany,
+    Bad,
+}
+
+struct RawHead<'a> {
+    method: &'a str,
+    target: &'a str,
+    minor: u8,
+    head_len: usize,
+}
+
+fn parse_head_with<'a>(
+    window: &'a [u8],
+    storage: &mut [httparse::Header<'a>],
+) -> Result<RawHead<'a>, HeadFail> {
+    let mut req = httparse::Request::new(storage);
+    match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => Ok(RawHead {
+            method: req.method.unwrap_or(""),
+            target: req.path.unwrap_or(""),
+            minor: req.version.unwrap_or(1),
+            head_len: n,
+        }),
+        Ok(httparse::Status::Partial) => Err(HeadFail::Partial),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadFail::TooMany),
+        Err(_) => Err(HeadFail::Bad),
+    }
+}
+
+/// Splits a request target into (path, uri, query, fragment); `None` when Mongrel2 rejects it.
+#[allow(clippy::type_complexity)]
+pub fn split_target(target: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>, Option<&[u8]>)> {
+    let rest = match target.first()? {
+        b'/' | b'*' => target,
+        _ => {
+            // absolute-form: `scheme:` is dropped, the rest kept (`//host/path`) [31]
+            let colon = target.iter().position(|&b| b == b':')?;
+            let scheme = &target[..colon];
+            if scheme.is_empty()
+                || !scheme[0].is_ascii_alphabetic()
+                || !scheme
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            {
+                return None;
+            }
+            &target[colon + 1..]
+        }
+    };
+    let (before_frag, fragment) = match rest.iter().position(|&b| b == b'#') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let (path, query) = match before_frag.iter().position(|&b| b == b'?') {
+        Some(i) => (&before_frag[..i], Some(&before_frag[i + 1..])),
+        None => (before_frag, None),
+    };
+    Some((path, before_frag, query, fragment))
+}
+
+fn finish<'a>(buf: &'a [u8], raw: RawHead<'_>, _buffer_size: usize) -> Parsed<'a> {
+    let head = &buf[..raw.head_len];
+    let method_len = raw.method.len();
+    let method = &buf[..method_len];
+    // The target and version are located in the first line, as httparse saw them.
+    let first_line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = trim_cr(&head[..first_line_end]);
+    let target_start = method_len + 1;
+    let target = &buf[target_start..target_start + raw.target.len()];
+    let version = &line[(target_start + raw.target.len() + 1).min(line.len())..];
+    if version.len() != 8 || raw.minor > 1 {
+        return Parsed::Bad("unsupported HTTP version");
+    }
+    let Some((path, uri, query, fragment)) = split_target(target) else {
+        return Parsed::Bad("invalid request target");
+    };
+    let mut headers = Vec::new();
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    let mut pos = first_line_end + 1;
+    while pos < head.len() {
+        let end = head[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(head.len(), |i| pos + i);
+        let line = trim_cr(&head[pos..end]);
+        pos = end + 1;
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Parsed::Bad("header line without a colon");
+        };
+        let name = line[..colon].to_ascii_lowercase();
+        let mut value = &line[colon + 1..];
+        while let [b' ', rest @ ..] = value {
+            value = rest;
+        }
+        match name.as_slice() {
+            b"content-length" => {
+                let text = trim_ws(value);
+                if text.is_empty() || !text.iter().all(u8::is_ascii_digit) || text.len() > 18 {
+                    return Parsed::Bad("invalid Content-Length");
+                }
+                let n: u64 = std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                content_length = Some(n);
+            }
+            b"transfer-encoding" if trim_ws(value).eq_ignore_ascii_case(b"chunked") => {
+                chunked = true;
+            }
+            b"expect" if trim_ws(value).eq_ignore_ascii_case(b"100-continue") => {
+                expect_continue = true;
+            }
+            _ => {}
+        }
+        headers.push((name, value));
+    }
+    let body = if chunked {
+        BodyKind::Chunked
+    } else if let Some(n) = content_length {
+        BodyKind::Length(n)
+    } else {
+        BodyKind::None
+    };
+    Parsed::Request(RequestHead {
+        method,
+        version,
+        path,
+        uri,
+        query,
+        fragment,
+        headers,
+        body,
+        expect_continue,
+        head_len: raw.head_len,
+    })
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim_ws(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+fn parse_socket_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
+    let Some(nul) = buf.iter().position(|&b| b == 0) else {
+        return if buf.len() >= buffer_size {
+            Parsed::Bad("socket message larger than limits.buffer_size")
+        } else {
+            Parsed::Incomplete
+        };
+    };
+    if nul >= buffer_size {
+        return Parsed::Bad("socket message larger than limits.buffer_size");
+    }
+    let msg = &buf[..nul];
+    if msg[0] == b'@' {
+        let Some(sp) = msg.iter().position(|&b| b == b' ') else {
+            return Parsed::Bad("JSON socket message without a space");
+        };
+        let path = &msg[..sp];
+        if path.len() < 2 {
+            return Parsed::Bad("JSON socket message without a path");
+        }
+        let body = &msg[sp + 1..];
+        if !body.starts_with(b"{") {
+            return Parsed::Bad("JSON socket message body is not an object");
+        }
+        Parsed::Socket(SocketMessage {
+            kind: SocketMsgKind::Json,
+            path,
+            body,
+            consumed: nul + 1,
+        })
+    } else {
+        let end = msg[1..]
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'>' | b'/' | b'\t' | b'\r' | b'\n'))
+            .map_or(msg.len(), |i| i + 1);
+        let path = &msg[..end];
+        if path.len() < 2 || !msg.ends_with(b">") {
+            return Parsed::Bad("malformed XML socket message");
+        }
+        Parsed::Socket(SocketMessage {
+            kind: SocketMsgKind::Xml,
+            path,
+            body: msg,
+            consumed: nul + 1,
+        })
+    }
+}
+
+/// Whether a JSON socket message is Mongrel2's keep-alive ping (swallowed, never forwarded).
+pub fn is_ping(body: &[u8]) -> bool {
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    compact == br#"{"type":"ping"}"#
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(buf: &[u8]) -> RequestHead<'_> {
+        match parse_message(buf, 4096) {
+            Parsed::Request(r) => r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn query_and_fragment_split() {
+        let r = req(b"GET /handler/a%20b?x=1&y=2#frag HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.method, b"GET");
+        assert_eq!(r.path, b"/handler/a%20b");
+        assert_eq!(r.uri, b"/handler/a%20b?x=1&y=2");
+        assert_eq!(r.query, Some(&b"x=1&y=2"[..]));
+        assert_eq!(r.fragment, Some(&b"frag"[..]));
+        assert_eq!(r.version, b"HTTP/1.1");
+        assert_eq!(r.body, BodyKind::None);
+        let r = req(b"GET /x HTTP/1.0\r\n\r\n");
+        assert_eq!(r.query, None);
+        assert_eq!(r.fragment, None);
+        assert!(r.headers.is_empty());
+    }
+
+    #[test]
+    fn absolute_form_keeps_authority_in_path() {
+        let r = req(b"GET http://example.com/handler/abs?x=1 HTTP/1.1\r\n\r\n");
+        assert_eq!(r.path, b"//example.com/handler/abs");
+        assert_eq!(r.uri, b"//example.com/handler/abs?x=1");
+    }
+
+    #[test]
+    fn headers_lowercased_leading_spaces_stripped_trailing_kept() {
+        let r = req(b"GET / HTTP/1.1\r\nX-Pad:   padded   \r\nEmpty:\r\nMETHOD: x\r\nRaw: \xff\xfe\tz\r\n\r\n");
+        assert_eq!(
+            r.headers,
+            vec![
+                (b"x-pad".to_vec(), &b"padded   "[..]),
+                (b"empty".to_vec(), &b""[..]),
+                (b"method".to_vec(), &b"x"[..]),
+                (b"raw".to_vec(), &b"\xff\xfe\tz"[..]),
+            ]
+        );
+    }
+
+    #[test]
+    fn body_kinds() {
+        let r = req(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(r.body, BodyKind::Length(12));
+        let r = req(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(r.body, BodyKind::Chunked);
+        let r = req(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(r.expect_continue);
+        assert!(matches!(
+            parse_message(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 4096),
+            Parsed::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn bad_requests() {
+        for bad in [
+            &b"THIS IS NOT HTTP\r\n\r\n"[..],
+            b"GET /handler/x HTTP/9.Z\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"hello=world",
+            b"get / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_message(bad, 4096), Parsed::Bad(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn incomplete_and_buffer_size() {
+        assert_eq!(
+            parse_message(b"GET / HTTP/1.1\r\nHost", 4096),
+            Parsed::Incomplete
+        );
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 5000));
+        assert_eq!(
+            parse_message(&big, 4096),
+            Parsed::Bad("request head larger than limits.buffer_size")
+        );
+        big.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(parse_message(&big, 4096), Parsed::Bad(_)));
+        // many headers beyond the small stack array
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..300 {
+            many.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(req(&many).headers.len(), 300);
+    }
+
+    #[test]
+    fn socket_messages() {
+        let buf = b"@chat {\"type\":\"join\"}\0@chat {\"type\":\"ping\"}\0";
+        let Parsed::Socket(m) = parse_message(buf, 4096) else {
+            panic!()
+        };
+        assert_eq!(m.kind, SocketMsgKind::Json);
+        assert_eq!(m.path, b"@chat");
+        assert_eq!(m.body, br#"{"type":"join"}"#);
+        let Parsed::Socket(p) = parse_message(&buf[m.consumed..], 4096) else {
+            panic!()
+        };
+        assert!(is_ping(p.body));
+        let Parsed::Socket(x) = parse_message(b"<chat type=\"join\"/>\0", 4096) else {
+            panic!()
+        };
+        assert_eq!(x.kind, SocketMsgKind::Xml);
+        assert_eq!(x.path, b"<chat");
+        assert_eq!(x.body, b"<chat type=\"join\"/>");
+        assert_eq!(parse_message(b"@chat {", 4096), Parsed::Incomplete);
+    }
+}

@@ -1,0 +1,845 @@
+//! The running server (I/O): the HTTP listener, one reader and one writer thread per client
+//! connection, and per handler a PUSH thread (frames out) and a SUB thread (replies in).
+//!
+//! Connection life cycle: an id per accepted TCP connection (from 1); the reader parses and
+//! forwards requests (pipelined ones at once), spooling uploads to disk; the writer writes reply
+//! payloads in order. Every close goes through [`Shared::close`], which decides (once) whether a
+//! disconnect frame is due.
+
+use crate::chunked::Dechunker;
+use crate::dispatch::{self, Target};
+use crate::frames::{self, UploadStage};
+use crate::http::{self, BodyKind, Parsed, RequestHead, SocketMsgKind};
+use crate::settings::Settings;
+use crate::trace::{Direction, TraceEvent, Tracer};
+use crate::upload;
+use base64::Engine as _;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Mongrel2's 400 answer, byte for byte.
+pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\nServer: Mongrel2/1.12.2\r\n\r\nBad Request";
+/// Mongrel2's 404 answer, byte for byte.
+pub const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 9\r\nServer: Mongrel2/1.12.2\r\n\r\nNot Found";
+/// The 413 answer when a body is over the limit and no upload.temp_store is set (shape assumed).
+pub const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 24\r\nServer: Mongrel2/1.12.2\r\n\r\nRequest Entity Too Large";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The HTTP listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A ZeroMQ socket could not bind.
+    #[error("cannot bind handler {handler} socket {spec}: {source}")]
+    Bind {
+        /// Handler name.
+        handler: String,
+        /// The endpoint.
+        spec: String,
+        /// The zmq error.
+        source: zmq::Error,
+    },
+    /// Anything else that stops the start.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a connection closed; decides the disconnect frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    /// The client closed (or a write failed): disconnect frame if a handler saw a request.
+    Client = 1,
+    /// We answered 400/404/413: disconnect frame if a handler saw a request.
+    ServerError = 2,
+    /// Zero-length reply: no disconnect frame.
+    Handler = 3,
+    /// Too many queued reply frames: no disconnect frame for the close itself.
+    Killed = 4,
+    /// The server is stopping.
+    Stopping = 5,
+}
+
+enum WriteCmd {
+    /// Reply payload counted in `pending`.
+    Reply(Vec<u8>),
+    /// Bytes the server itself writes (100 Continue, errors); not counted.
+    Raw(Vec<u8>),
+    /// Close after everything before it was written.
+    Close(CloseReason),
+    /// Exit (the connection is already closed).
+    Exit,
+}
+
+const NO_HANDLER: usize = usize::MAX;
+
+struct Conn {
+    id: u64,
+    stream: TcpStream,
+    tx: Sender<WriteCmd>,
+    pending: AtomicUsize,
+    closed: AtomicU8,
+    last_handler: AtomicUsize,
+    socket_mode: AtomicBool,
+    upload: Mutex<Option<PathBuf>>,
+}
+
+/// State shared by every thread of one instance.
+struct Shared {
+    settings: Settings,
+    stop: AtomicBool,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    to_handler: Vec<Sender<Vec<u8>>>,
+    tracer: Tracer,
+}
+
+impl Shared {
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send_frame(&self, handler: usize, frame: Vec<u8>) {
+        if let Some(tx) = self.to_handler.get(handler) {
+            let _ = tx.send(frame);
+        }
+    }
+
+    fn send_disconnect(&self, handler: usize, id: u64) {
+        let Some(h) = self.settings.handlers.get(handler) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(96);
+        protocol::encode_disconnect(&mut out, h.protocol, &h.send_ident, id);
+        self.send_frame(handler, out);
+    }
+}
+
+/// Closes `conn` once (first reason wins); returns whether this call closed it.
+fn close_conn(shared: &Shared, conn: &Conn, reason: CloseReason) -> bool {
+    if conn
+        .closed
+        .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return false;
+    }
+    shared.lock_conns().remove(&conn.id);
+    let _ = conn.stream.shutdown(Shutdown::Both);
+    let _ = conn.tx.send(WriteCmd::Exit);
+    if let Some(path) = conn.upload.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = std::fs::remove_file(path);
+    }
+    let handler = conn.last_handler.load(Ordering::Acquire);
+    if handler != NO_HANDLER && matches!(reason, CloseReason::Client | CloseReason::ServerError) {
+        shared.send_disconnect(handler, conn.id);
+    }
+    true
+}
+
+/// A running fake-mongrel2 instance. Dropping it stops it.
+#[derive(Debug)]
+pub struct FakeMongrel2 {
+    http_addr: SocketAddr,
+    endpoints: Vec<(String, String)>,
+    shared: Arc<SharedHandle>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Opaque wrapper so `FakeMongrel2` can derive Debug.
+struct SharedHandle(Arc<Shared>);
+
+impl std::fmt::Debug for SharedHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl FakeMongrel2 {
+    /// Binds everything (HTTP listener, each handler's PUSH and SUB) and starts serving.
+    pub fn start(settings: Settings) -> Result<Self, StartError> {
+        Self::start_with_tracer(settings, Tracer::default())
+    }
+
+    /// As [`FakeMongrel2::start`], with a tracer created beforehand (subscribe before start to
+    /// miss nothing).
+    pub fn start_with_tracer(settings: Settings, tracer: Tracer) -> Result<Self, StartError> {
+        if settings.handlers.is_empty() {
+            return Err(StartError::Other("no handler configured".into()));
+        }
+        if let Some(r) = settings
+            .routes
+            .iter()
+            .find(|r| r.handler >= settings.handlers.len())
+        {
+            return Err(StartError::Other(format!(
+                "route {:?} names handler {} of {}",
+                String::from_utf8_lossy(&r.pattern),
+                r.handler,
+                settings.handlers.len()
+            )));
+        }
+        let listener =
+            TcpListener::bind(&settings.listen).map_err(|source| StartError::Listen {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Other(format!("listener address: {e}")))?;
+        let ctx = zmq::Context::new();
+        let mut pushes = Vec::new();
+        let mut subs = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut to_handler = Vec::new();
+        let mut receivers = Vec::new();
+        for h in &settings.handlers {
+            let bind =
+                |kind: zmq::SocketType, spec: &str| -> Result<(zmq::Socket, String), StartError> {
+                    let err = |source| StartError::Bind {
+                        handler: h.name.clone(),
+                        spec: spec.to_string(),
+                        source,
+                    };
+                    let s = ctx.socket(kind).map_err(err)?;
+                    s.set_linger(0).map_err(err)?;
+                    s.bind(spec).map_err(err)?;
+                    let ep = s
+                        .get_last_endpoint()
+                        .map_err(err)?
+                        .unwrap_or_else(|_| spec.to_string());
+                    Ok((s, ep))
+                };
+            let (push, push_ep) = bind(zmq::PUSH, &h.send_spec)?;
+            let (sub, sub_ep) = bind(zmq::SUB, &h.recv_spec)?;
+            sub.set_subscribe(&h.recv_ident)
+                .map_err(|source| StartError::Bind {
+                    handler: h.name.clone(),
+                    spec: h.recv_spec.clone(),
+                    source,
+                })?;
+            pushes.push(push);
+            subs.push(sub);
+            endpoints.push((push_ep, sub_ep));
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            to_handler.push(tx);
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            settings,
+            stop: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+            to_handler,
+            tracer,
+        });
+        let mut threads = Vec::new();
+        for (i, (push, rx)) in pushes.into_iter().zip(receivers).enumerate() {
+            let sh = shared.clone();
+            threads.push(spawn(format!("m2-push-{i}"), move || {
+                push_loop(&sh, i, &push, &rx)
+            }));
+        }
+        for (i, sub) in subs.into_iter().enumerate() {
+            let sh = shared.clone();
+            threads.push(spawn(format!("m2-sub-{i}"), move || sub_loop(&sh, i, &sub)));
+        }
+        let sh = shared.clone();
+        threads.push(spawn("m2-accept".into(), move || {
+            accept_loop(&sh, &listener)
+        }));
+        // the context lives on in the sockets' threads
+        drop(ctx);
+        Ok(Self {
+            http_addr,
+            endpoints,
+            shared: Arc::new(SharedHandle(shared)),
+            threads,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound send_spec (PUSH; handlers connect PULL here) of handler `i`.
+    pub fn send_endpoint(&self, i: usize) -> &str {
+        &self.endpoints[i].0
+    }
+
+    /// The bound recv_spec (SUB; handlers connect PUB here) of handler `i`.
+    pub fn recv_endpoint(&self, i: usize) -> &str {
+        &self.endpoints[i].1
+    }
+
+    /// The settings this instance runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.0.settings
+    }
+
+    /// Every frame in and out from now on.
+    pub fn subscribe(&self) -> Receiver<TraceEvent> {
+        self.shared.0.tracer.subscribe()
+    }
+
+    /// Number of open client connections.
+    pub fn open_connections(&self) -> usize {
+        self.shared.0.lock_conns().len()
+    }
+
+    /// Stops serving: closes the listener, every connection and the handler sockets.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let sh = &self.shared.0;
+        if sh.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // wake the accept loop
+        let _ = TcpStream::connect_timeout(&self.http_addr, Duration::from_secs(1));
+        let conns: Vec<Arc<Conn>> = sh.lock_conns().values().cloned().collect();
+        for c in conns {
+            close_conn(sh, &c, CloseReason::Stopping);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FakeMongrel2 {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .expect("spawning a server thread")
+}
+
+fn push_loop(sh: &Shared, handler: usize, push: &zmq::Socket, rx: &Receiver<Vec<u8>>) {
+    loop {
+        let frame = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(f) => f,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if sh.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        sh.tracer.emit(Direction::ToHandler, handler, &frame);
+        // PUSH blocks while no handler is connected: wait, but keep an eye on stop.
+        loop {
+            match push.send(&frame[..], zmq::DONTWAIT) {
+                Ok(()) => break,
+                Err(zmq::Error::EAGAIN) => {
+                    if sh.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let mut items = [push.as_poll_item(zmq::POLLOUT)];
+                    let _ = zmq::poll(&mut items, 100);
+                }
+                Err(e) => {
+                    tracing::warn!("handler {handler}: PUSH send failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn sub_loop(sh: &Shared, handler: usize, sub: &zmq::Socket) {
+    let mut msg = zmq::Message::new();
+    loop {
+        if sh.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let mut items = [sub.as_poll_item(zmq::POLLIN)];
+        match zmq::poll(&mut items, 100) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        while sub.recv(&mut msg, zmq::DONTWAIT).is_ok() {
+            sh.tracer.emit(Direction::FromHandler, handler, &msg);
+            handle_reply(sh, handler, &msg);
+        }
+    }
+}
+
+fn handle_reply(sh: &Shared, handler: usize, frame: &[u8]) {
+    let conns = sh.lock_conns();
+    let planned = dispatch::plan(frame, sh.settings.handler_targets, |id| {
+        conns.contains_key(&id)
+    });
+    let (reply, targets) = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            drop(conns);
+            tracing::warn!("handler {handler}: reply frame dropped: {e:?}");
+            return;
+        }
+    };
+    let live: Vec<(Target, Option<Arc<Conn>>)> = targets
+        .into_iter()
+        .map(|t| match t {
+            Target::Deliver(id) => (t, conns.get(&id).cloned()),
+            Target::Disconnect(_) => (t, None),
+        })
+        .collect();
+    drop(conns);
+    let raw_payload = sh.settings.handlers[handler].raw_payload;
+    for (t, conn) in live {
+        match (t, conn) {
+            (Target::Deliver(_), Some(conn)) => deliver(sh, &conn, reply.payload, raw_payload),
+            (Target::Deliver(id), None) | (Target::Disconnect(id), _) => {
+                sh.send_disconnect(handler, id);
+            }
+        }
+    }
+}
+
+fn deliver(sh: &Shared, conn: &Conn, payload: &[u8], raw_payload: bool) {
+    if conn.closed.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    if payload.is_empty() {
+        let _ = conn.tx.send(WriteCmd::Close(CloseReason::Handler));
+        return;
+    }
+    if conn.pending.fetch_add(1, Ordering::AcqRel) >= sh.settings.max_queued_frames {
+        tracing::warn!(
+            "connection {}: too many queued reply frames, closed",
+            conn.id
+        );
+        close_conn(sh, conn, CloseReason::Killed);
+        return;
+    }
+    let bytes = if conn.socket_mode.load(Ordering::Acquire) && !raw_payload {
+        base64::engine::general_purpose::STANDARD
+            .encode(payload)
+            .into_bytes()
+    } else {
+        payload.to_vec()
+    };
+    let _ = conn.tx.send(WriteCmd::Reply(bytes));
+}
+
+fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
+    for stream in listener.incoming() {
+        if sh.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let id = sh.next_id.fetch_add(1, Ordering::AcqRel);
+        let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| "127.0.0.1".into());
+        let (Ok(read_half), Ok(write_half)) = (stream.try_clone(), stream.try_clone()) else {
+            continue;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let conn = Arc::new(Conn {
+            id,
+            stream,
+            tx,
+            pending: AtomicUsize::new(0),
+            closed: AtomicU8::new(0),
+            last_handler: AtomicUsize::new(NO_HANDLER),
+            socket_mode: AtomicBool::new(false),
+            upload: Mutex::new(None),
+        });
+        sh.lock_conns().insert(id, conn.clone());
+        let (sh_r, conn_r) = (sh.clone(), conn.clone());
+        let sh_w = sh.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("m2-w-{id}"))
+            .spawn(move || writer_loop(&sh_w, &conn, write_half, &rx))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name(format!("m2-r-{id}"))
+                    .spawn(move || {
+                        let mut r = Reader {
+                            sh: &sh_r,
+                            conn: &conn_r,
+                            stream: read_half,
+                            peer: peer.into_bytes(),
+                            buf: Vec::with_capacity(4096),
+                            start: 0,
+                            out_hint: 512,
+                        };
+                        r.run();
+                    })
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot spawn threads for connection {id}");
+        }
+    }
+}
+
+fn writer_loop(sh: &Shared, conn: &Conn, mut stream: TcpStream, rx: &Receiver<WriteCmd>) {
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            WriteCmd::Reply(bytes) => {
+                let ok = stream.write_all(&bytes).is_ok();
+                conn.pending.fetch_sub(1, Ordering::AcqRel);
+                if !ok {
+                    close_conn(sh, conn, CloseReason::Client);
+                    return;
+                }
+            }
+            WriteCmd::Raw(bytes) => {
+                if stream.write_all(&bytes).is_err() {
+                    close_conn(sh, conn, CloseReason::Client);
+                    return;
+                }
+            }
+            WriteCmd::Close(reason) => {
+                close_conn(sh, conn, reason);
+                return;
+            }
+            WriteCmd::Exit => return,
+        }
+    }
+}
+
+/// What the reader does after one message.
+enum Step {
+    Continue,
+    Stop,
+}
+
+struct Reader<'a> {
+    sh: &'a Shared,
+    conn: &'a Conn,
+    stream: TcpStream,
+    peer: Vec<u8>,
+    buf: Vec<u8>,
+    start: usize,
+    out_hint: usize,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Reader<'_> {
+    fn run(&mut self) {
+        loop {
+            if self.conn.closed.load(Ordering::Acquire) != 0 {
+                return;
+            }
+            let step = self.step();
+            match step {
+                Step::Continue => {}
+                Step::Stop => return,
+            }
+        }
+    }
+
+    /// Reads more bytes into `buf`; false on EOF/error (the client is gone).
+    fn fill(&mut self) -> bool {
+        self.fill_up_to(self.sh.settings.buffer_size.clamp(4096, READ_CHUNK))
+    }
+
+    fn fill_up_to(&mut self, want: usize) -> bool {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 64 * 1024 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + want, 0);
+        let n = loop {
+            match self.stream.read(&mut self.buf[len..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break 0,
+            }
+        };
+        self.buf.truncate(len + n);
+        n > 0
+    }
+
+    fn client_gone(&mut self) -> Step {
+        close_conn(self.sh, self.conn, CloseReason::Client);
+        Step::Stop
+    }
+
+    fn answer_and_close(&mut self, bytes: &[u8]) -> Step {
+        let _ = self.conn.tx.send(WriteCmd::Raw(bytes.to_vec()));
+        let _ = self.conn.tx.send(WriteCmd::Close(CloseReason::ServerError));
+        Step::Stop
+    }
+
+    fn step(&mut self) -> Step {
+        let buffer_size = self.sh.settings.buffer_size;
+        let parsed = http::parse_message(&self.buf[self.start..], buffer_size);
+        match parsed {
+            Parsed::Incomplete => {
+                if self.fill() {
+                    Step::Continue
+                } else {
+                    self.client_gone()
+                }
+            }
+            Parsed::Bad(why) => {
+                tracing::debug!("connection {}: 400 ({why})", self.conn.id);
+                self.answer_and_close(BAD_REQUEST)
+            }
+            Parsed::Socket(msg) => {
+                let consumed = msg.consumed;
+                let Some((pattern, handler)) = self.sh.settings.route(msg.path) else {
+                    tracing::debug!("connection {}: socket message with no route", self.conn.id);
+                    return self.answer_and_close(NOT_FOUND);
+                };
+                self.conn.socket_mode.store(true, Ordering::Release);
+                if msg.kind == SocketMsgKind::Xml || !http::is_ping(msg.body) {
+                    let h = &self.sh.settings.handlers[handler];
+                    let kind = match msg.kind {
+                        SocketMsgKind::Json => protocol::SocketKind::Json,
+                        SocketMsgKind::Xml => protocol::SocketKind::Xml,
+                    };
+                    let mut out = Vec::with_capacity(256 + msg.body.len());
+                    protocol::encode_socket_message(
+                        &mut out,
+                        h.protocol,
+                        &h.send_ident,
+                        self.conn.id,
+                        kind,
+                        pattern,
+                        &self.peer,
+                        msg.body,
+                    );
+                    self.conn.last_handler.store(handler, Ordering::Release);
+                    self.sh.send_frame(handler, out);
+                }
+                self.start += consumed;
+                Step::Continue
+            }
+            Parsed::Request(head) => {
+                let head_len = head.head_len;
+                // Own the head so the buffer can be refilled for the body.
+                let head_bytes = self.buf[self.start..self.start + head_len].to_vec();
+                self.start += head_len;
+                let Parsed::Request(head) = http::parse_message(&head_bytes, buffer_size) else {
+                    return self.answer_and_close(BAD_REQUEST);
+                };
+                self.request(&head)
+            }
+        }
+    }
+
+    fn request(&mut self, head: &RequestHead<'_>) -> Step {
+        let Some((pattern, handler)) = self.sh.settings.route(head.path) else {
+            return self.answer_and_close(NOT_FOUND);
+        };
+        let pattern = pattern.to_vec();
+        let limit = self.sh.settings.content_length_limit;
+        match head.body {
+            BodyKind::None | BodyKind::Length(0) => self.forward(handler, head, &pattern, 0),
+            BodyKind::Length(n) if n <= limit => {
+                if head.expect_continue {
+                    let _ = self.conn.tx.send(WriteCmd::Raw(CONTINUE.to_vec()));
+                }
+                let n = n as usize;
+                while self.buf.len() - self.start < n {
+                    if !self.fill() {
+                        return self.client_gone();
+                    }
+                }
+                self.forward(handler, head, &pattern, n)
+            }
+            BodyKind::Length(_) | BodyKind::Chunked => self.upload(handler, head, &pattern),
+        }
+    }
+
+    fn forward(
+        &mut self,
+        handler: usize,
+        head: &RequestHead<'_>,
+        pattern: &[u8],
+        n: usize,
+    ) -> Step {
+        let h = &self.sh.settings.handlers[handler];
+        let body = &self.buf[self.start..self.start + n];
+        let mut out = Vec::with_capacity(self.out_hint + n);
+        frames::request_frame(
+            &mut out,
+            h,
+            self.conn.id,
+            head,
+            pattern,
+            &self.peer,
+            UploadStage::None,
+            body,
+        );
+        self.start += n;
+        self.conn.last_handler.store(handler, Ordering::Release);
+        self.out_hint = self.out_hint.max(out.len() - n);
+        self.sh.send_frame(handler, out);
+        Step::Continue
+    }
+
+    fn upload(&mut self, handler: usize, head: &RequestHead<'_>, pattern: &[u8]) -> Step {
+        let settings = &self.sh.settings;
+        let Some(template) = settings.upload_temp_store.as_deref() else {
+            return self.answer_and_close(TOO_LARGE);
+        };
+        let temp = match upload::create(template, settings.chroot.as_deref(), settings.upload_mode)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(
+                    "connection {}: cannot create upload temp file: {e}",
+                    self.conn.id
+                );
+                return self.answer_and_close(TOO_LARGE);
+            }
+        };
+        let upload::TempUpload {
+            file,
+            host_path,
+            reported,
+        } = temp;
+        *self.conn.upload.lock().unwrap_or_else(|e| e.into_inner()) = Some(host_path.clone());
+        let h = &settings.handlers[handler];
+        let mut out = Vec::with_capacity(512);
+        frames::request_frame(
+            &mut out,
+            h,
+            self.conn.id,
+            head,
+            pattern,
+            &self.peer,
+            UploadStage::Start(&reported),
+            b"",
+        );
+        self.conn.last_handler.store(handler, Ordering::Release);
+        self.sh.send_frame(handler, out);
+        if head.expect_continue {
+            let _ = self.conn.tx.send(WriteCmd::Raw(CONTINUE.to_vec()));
+        }
+        let mut file = std::io::BufWriter::with_capacity(READ_CHUNK, file);
+        let spooled = match head.body {
+            BodyKind::Length(n) => self.spool_length(&mut file, n),
+            _ => self.spool_chunked(&mut file),
+        };
+        let flushed = file.flush().is_ok();
+        drop(file);
+        match spooled {
+            Spool::Done if flushed => {}
+            Spool::Done | Spool::DiskError => {
+                tracing::warn!("connection {}: writing the upload failed", self.conn.id);
+                return self.answer_and_close(BAD_REQUEST);
+            }
+            Spool::ClientGone => return self.client_gone(),
+            Spool::BadChunk => return self.answer_and_close(BAD_REQUEST),
+        }
+        if self.conn.closed.load(Ordering::Acquire) != 0 {
+            // killed by the handler meanwhile: close_conn deleted the file
+            return Step::Stop;
+        }
+        // the file is the handler's now
+        self.conn
+            .upload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut out = Vec::with_capacity(512);
+        frames::request_frame(
+            &mut out,
+            h,
+            self.conn.id,
+            head,
+            pattern,
+            &self.peer,
+            UploadStage::Done(&reported),
+            b"",
+        );
+        self.sh.send_frame(handler, out);
+        Step::Continue
+    }
+
+    fn spool_length(&mut self, file: &mut impl Write, total: u64) -> Spool {
+        let mut left = total;
+        loop {
+            let avail = (self.buf.len() - self.start) as u64;
+            let take = avail.min(left) as usize;
+            if take > 0 {
+                if file
+                    .write_all(&self.buf[self.start..self.start + take])
+                    .is_err()
+                {
+                    return Spool::DiskError;
+                }
+                self.start += take;
+                left -= take as u64;
+            }
+            if left == 0 {
+                return Spool::Done;
+            }
+            if self.conn.closed.load(Ordering::Acquire) != 0 || !self.fill_up_to(READ_CHUNK) {
+                return Spool::ClientGone;
+            }
+        }
+    }
+
+    fn spool_chunked(&mut self, file: &mut impl Write) -> Spool {
+        let mut dechunker = Dechunker::new();
+        loop {
+            let mut disk_ok = true;
+            let fed = dechunker.feed(&self.buf[self.start..], &mut |data| {
+                if disk_ok && file.write_all(data).is_err() {
+                    disk_ok = false;
+                }
+            });
+            match fed {
+                Ok(n) => self.start += n,
+                Err(_) => return Spool::BadChunk,
+            }
+            if !disk_ok {
+                return Spool::DiskError;
+            }
+            if dechunker.is_done() {
+                return Spool::Done;
+            }
+            if self.conn.closed.load(Ordering::Acquire) != 0 || !self.fill_up_to(READ_CHUNK) {
+                return Spool::ClientGone;
+            }
+        }
+    }
+}
+
+enum Spool {
+    Done,
+    ClientGone,
+    DiskError,
+    BadChunk,
+}
