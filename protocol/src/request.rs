@@ -254,6 +254,30 @@ impl<'a> Headers<'a> {
         Some(self.entries.remove(i).1)
     }
 
+    /// Appends a parsed pair, merging it into an earlier entry of the same name.
+    /// `dedup` remembers name hashes so a new name costs no byte comparisons.
+    #[inline]
+    fn push_parsed(&mut self, name: Cow<'a, [u8]>, value: HeaderValue<'a>, dedup: &mut Dedup) {
+        let hash = name_hash(&name);
+        if self.entries.len() >= Dedup::CAP {
+            return self.append_value(name, value);
+        }
+        let bit = (hash >> 24) as usize;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        if dedup.bloom[word] & mask != 0 {
+            let hashes = &dedup.hashes[..self.entries.len()];
+            for (i, h) in hashes.iter().enumerate() {
+                if *h == hash && self.entries[i].0 == name {
+                    self.entries[i].1.extend(value);
+                    return;
+                }
+            }
+        }
+        dedup.bloom[word] |= mask;
+        dedup.hashes[self.entries.len()] = hash;
+        self.entries.push((name, value));
+    }
+
     /// `(name, value)` pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &HeaderValue<'a>)> {
         self.entries.iter().map(|(n, v)| (n.as_ref(), v))
@@ -280,6 +304,38 @@ impl<'a> Headers<'a> {
         }
     }
 }
+
+/// Constant-time hash of a header name (length, first and last 4 bytes).
+#[inline]
+fn name_hash(name: &[u8]) -> u32 {
+    let len = name.len();
+    let (a, b) = match (name.first_chunk::<4>(), name.last_chunk::<4>()) {
+        (Some(first), Some(last)) => (u32::from_le_bytes(*first), u32::from_le_bytes(*last)),
+        _ => (name.iter().fold(0u32, |x, &c| (x << 8) | u32::from(c)), 0),
+    };
+    (a.wrapping_mul(0x9E37_79B1) ^ b.rotate_left(16) ^ (len as u32)).wrapping_mul(0x85EB_CA6B)
+}
+
+/// Parse-time index of the names seen so far (Bloom filter + hash per entry).
+struct Dedup {
+    bloom: [u64; 4],
+    hashes: [u32; Dedup::CAP],
+}
+
+impl Dedup {
+    /// Entries indexed; beyond this the plain linear merge is used.
+    const CAP: usize = 128;
+
+    fn new() -> Self {
+        Dedup {
+            bloom: [0; 4],
+            hashes: [0; Dedup::CAP],
+        }
+    }
+}
+
+/// Typical header count of a request frame (client headers + Mongrel2's keys).
+const HEADERS_CAPACITY: usize = 24;
 
 /// A parsed request frame, borrowing from the frame bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,16 +461,18 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
 }
 
 fn parse_json_headers(input: &[u8]) -> Result<Headers<'_>, FrameError> {
-    let mut headers = Headers::with_capacity(16);
+    let mut headers = Headers::with_capacity(HEADERS_CAPACITY);
+    let mut dedup = Dedup::new();
     let mut reader = ObjectReader::new(input)?;
     while let Some((name, value)) = reader.next_pair()? {
-        headers.append_value(name, value.into());
+        headers.push_parsed(name, value.into(), &mut dedup);
     }
     Ok(headers)
 }
 
 fn parse_tnet_headers(mut payload: &[u8]) -> Result<Headers<'_>, FrameError> {
-    let mut headers = Headers::with_capacity(16);
+    let mut headers = Headers::with_capacity(HEADERS_CAPACITY);
+    let mut dedup = Dedup::new();
     while !payload.is_empty() {
         let (name, tag, rest) = tnetstring::split(payload)?;
         if tag != b',' {
@@ -455,7 +513,7 @@ fn parse_tnet_headers(mut payload: &[u8]) -> Result<Headers<'_>, FrameError> {
                 });
             }
         };
-        headers.append_value(Cow::Borrowed(name), value);
+        headers.push_parsed(Cow::Borrowed(name), value, &mut dedup);
         payload = rest;
     }
     Ok(headers)
@@ -1050,6 +1108,27 @@ mod tests {
                 Ok(r) => panic!("{:?} parsed: {r:?}", String::from_utf8_lossy(frame)),
             }
         }
+    }
+
+    #[test]
+    fn repeated_key_in_a_frame_merges_into_one_name_so_names_stay_unique() {
+        let frame = json_frame(br#"{"a":"1","bb":"x","a":["2","3"]}"#);
+        let r = parse_request(&frame).unwrap();
+        assert_eq!(r.headers.len(), 2);
+        assert_eq!(r.headers.get(b"a"), Some(&owned(&[b"1", b"2", b"3"])));
+        let frame = b"s 1 /p 16:1:a,1:1,1:a,1:2,}0:,";
+        let r = parse_request(frame).unwrap();
+        assert_eq!(r.headers.get(b"a"), Some(&owned(&[b"1", b"2"])));
+    }
+
+    #[test]
+    fn many_distinct_names_with_colliding_shapes_are_all_kept() {
+        // Same length and last byte share a fingerprint bit: they must not be merged.
+        let frame = json_frame(br#"{"ax":"1","bx":"2","cx":"3","ax":"4"}"#);
+        let r = parse_request(&frame).unwrap();
+        assert_eq!(r.headers.len(), 3);
+        assert_eq!(r.headers.get_one(b"bx"), Some(&b"2"[..]));
+        assert_eq!(r.headers.get(b"ax"), Some(&owned(&[b"1", b"4"])));
     }
 
     #[test]
