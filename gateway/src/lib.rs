@@ -5,3 +5,6 @@
 //! request filters and uploads.
 
 pub mod config;
+pub mod filters;
+pub mod metrics;
+pub mod upload;

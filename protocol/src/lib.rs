@@ -8,6 +8,24 @@
 //! - [`json`]: Mongrel2's byte-"JSON" header object (escapes only `\` and `"`).
 //!
 //! Every decoder is total: malformed input yields a typed error, never a panic.
+//!
+//! ```
+//! use protocol::{HeaderProtocol, Kind, encode_reply, parse_reply, parse_request};
+//!
+//! let frame = br#"uuid-1 7 /app/x 40:{"PATH":"/app/x","METHOD":"GET","x":"1"},5:hello,"#;
+//! let req = parse_request(frame).unwrap();
+//! assert_eq!((req.conn_id, req.path, req.body), (7, &b"/app/x"[..], &b"hello"[..]));
+//! assert_eq!(req.protocol, HeaderProtocol::Json);
+//! assert_eq!(req.headers.get_one(b"x"), Some(&b"1"[..]));
+//! assert_eq!(req.kind().unwrap(), Kind::Http);
+//!
+//! let mut out = Vec::new();
+//! encode_reply(&mut out, b"uuid-1", &[7], b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+//! assert_eq!(&out[..16], b"uuid-1 1:7, HTTP");
+//! assert_eq!(parse_reply(&out).unwrap().ids, vec![7]);
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod classify;
 pub mod json;

@@ -293,6 +293,18 @@ impl<'a> Headers<'a> {
         self.entries.is_empty()
     }
 
+    /// Same names with the same values, in any name order (value order matters).
+    ///
+    /// Use this to compare headers across frames: Mongrel2 writes JSON keys in hash order.
+    pub fn eq_ignoring_order(&self, other: &Headers<'_>) -> bool {
+        self.len() == other.len()
+            && self.iter().all(|(name, value)| {
+                other
+                    .get(name)
+                    .is_some_and(|v| v.iter().eq(value.iter()) && v.len() == value.len())
+            })
+    }
+
     /// Detaches the headers from the frame they borrow from.
     pub fn into_owned(self) -> Headers<'static> {
         Headers {
@@ -344,7 +356,8 @@ pub struct Request<'a> {
     pub sender: &'a [u8],
     /// ID: the connection id.
     pub conn_id: u64,
-    /// PATH field of the frame (raw, undecoded; `@*` for disconnects).
+    /// PATH field of the frame (raw, undecoded; `@*` for disconnects). Prefer it to the
+    /// `PATH` header: Mongrel2 does not JSON-escape that one, so a `\` in it is ambiguous.
     pub path: &'a [u8],
     /// How the headers were encoded.
     pub protocol: HeaderProtocol,
@@ -1129,6 +1142,119 @@ mod tests {
         assert_eq!(r.headers.len(), 3);
         assert_eq!(r.headers.get_one(b"bx"), Some(&b"2"[..]));
         assert_eq!(r.headers.get(b"ax"), Some(&owned(&[b"1", b"4"])));
+    }
+
+    #[test]
+    fn json_path_is_written_raw_since_mongrel2_does_not_escape_it_but_values_are_escaped() {
+        let meta = RequestMeta {
+            path: br"/a\x\b",
+            uri: br#"/a\x\b?x="y""#,
+            query: Some(br#"x="y""#),
+            ..meta01()
+        };
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            HeaderProtocol::Json,
+            b"s",
+            1,
+            &meta,
+            &Headers::new(),
+            b"",
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with(r#"s 1 /a\x\b "#), "{text}");
+        assert!(text.contains(r#"{"PATH":"/a\x\b","#), "{text}");
+        assert!(text.contains(r#""URI":"/a\\x\\b?x=\"y\"""#), "{text}");
+        // The frame's PATH field is exact; the JSON PATH key is ambiguous, as with
+        // real Mongrel2: `\x` is kept literally, but `\b` reads as a JSON escape.
+        let r = parse_request(&out).unwrap();
+        assert_eq!(r.path, br"/a\x\b");
+        assert_eq!(r.header(b"PATH"), Some(&b"/a\\x\x08"[..]));
+        assert_eq!(r.header(b"URI"), Some(&br#"/a\x\b?x="y""#[..]));
+    }
+
+    #[test]
+    fn tnetstring_fragment_goes_between_pattern_and_query_as_mongrel2_renders_in_reverse() {
+        // Source order (rendered back to front): PATH VERSION URI QUERY FRAGMENT PATTERN URL_SCHEME METHOD REMOTE_ADDR.
+        let meta = RequestMeta {
+            fragment: Some(b"frag"),
+            ..meta01()
+        };
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            HeaderProtocol::Tnetstring,
+            b"s",
+            1,
+            &meta,
+            &Headers::new(),
+            b"",
+        );
+        let r = parse_request(&out).unwrap();
+        let names: Vec<&[u8]> = r.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            vec![
+                &b"REMOTE_ADDR"[..],
+                b"METHOD",
+                b"URL_SCHEME",
+                b"PATTERN",
+                b"FRAGMENT",
+                b"QUERY",
+                b"URI",
+                b"VERSION",
+                b"PATH"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_key_order_is_path_client_headers_then_mongrel2_keys() {
+        let mut h = Headers::new();
+        h.append(&b"host"[..], &b"h"[..]);
+        let meta = RequestMeta {
+            fragment: Some(b"f"),
+            ..meta01()
+        };
+        let mut out = Vec::new();
+        encode_request(&mut out, HeaderProtocol::Json, b"s", 1, &meta, &h, b"");
+        let r = parse_request(&out).unwrap();
+        let names: Vec<&[u8]> = r.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            vec![
+                &b"PATH"[..],
+                b"host",
+                b"METHOD",
+                b"VERSION",
+                b"URI",
+                b"QUERY",
+                b"FRAGMENT",
+                b"PATTERN",
+                b"URL_SCHEME",
+                b"REMOTE_ADDR"
+            ]
+        );
+    }
+
+    #[test]
+    fn eq_ignoring_order_compares_names_and_value_lists_not_positions() {
+        let mut a = Headers::new();
+        a.append(&b"x"[..], &b"1"[..]);
+        a.append(&b"y"[..], &b"2"[..]);
+        a.append(&b"y"[..], &b"3"[..]);
+        let mut b = Headers::new();
+        b.append(&b"y"[..], &b"2"[..]);
+        b.append(&b"y"[..], &b"3"[..]);
+        b.append(&b"x"[..], &b"1"[..]);
+        assert!(a.eq_ignoring_order(&b));
+        assert_ne!(a, b);
+        let mut c = Headers::new();
+        c.append(&b"y"[..], &b"3"[..]);
+        c.append(&b"y"[..], &b"2"[..]);
+        c.append(&b"x"[..], &b"1"[..]);
+        assert!(!a.eq_ignoring_order(&c), "value order matters");
     }
 
     #[test]
