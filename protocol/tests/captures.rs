@@ -277,3 +277,52 @@ fn captured_broadcast_reply_targets_all_three_ids() {
     assert_eq!(r.ids, vec![49, 50, 51]);
     assert!(r.payload.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
+
+/// The header JSON of a frame as serde_json sees it (None if it is not strict JSON).
+fn strict_json_headers(frame: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let r = parse_request(frame).ok()?;
+    if r.protocol != HeaderProtocol::Json {
+        return None;
+    }
+    // Re-find the header bytes: after "SENDER ID PATH HLEN:".
+    let mut rest = frame;
+    for _ in 0..3 {
+        let sp = rest.iter().position(|&b| b == b' ')?;
+        rest = &rest[sp + 1..];
+    }
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    let text = std::str::from_utf8(&rest[colon + 1..colon + 1 + len]).ok()?;
+    serde_json::from_str(text).ok()
+}
+
+#[test]
+fn captured_json_headers_read_the_same_as_serde_json_reads_them() {
+    let mut compared = 0;
+    for case in all_cases() {
+        for (file, bytes) in frames(&case, "-in-") {
+            let Some(strict) = strict_json_headers(&bytes) else {
+                continue;
+            };
+            let r = parse_request(&bytes).unwrap();
+            assert_eq!(r.headers.len(), strict.len(), "{}/{file}", case.display());
+            for (name, value) in r.headers.iter() {
+                let want = &strict[std::str::from_utf8(name).unwrap()];
+                let got: Vec<&str> = value
+                    .iter()
+                    .map(|v| std::str::from_utf8(v).unwrap())
+                    .collect();
+                match want {
+                    serde_json::Value::String(s) => assert_eq!(got, vec![s.as_str()]),
+                    serde_json::Value::Array(a) => {
+                        let a: Vec<&str> = a.iter().map(|v| v.as_str().unwrap()).collect();
+                        assert_eq!(got, a);
+                    }
+                    other => panic!("unexpected JSON value {other:?}"),
+                }
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 150, "only {compared} JSON frames compared");
+}

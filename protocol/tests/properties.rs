@@ -303,3 +303,38 @@ fn header_value_many_of_one_round_trips_as_an_array() {
         assert_eq!(r.headers.get(b"x"), h.get(b"x"));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Standard JSON (serde_json's escapes: \n, \u0001, ...) reads back to the same strings.
+    #[test]
+    fn standard_json_header_object_reads_like_serde_json_wrote_it(
+        pairs in vec(("[a-zA-Z0-9_-]{1,12}", vec(any::<String>(), 1..3)), 0..10),
+    ) {
+        let mut map = serde_json::Map::new();
+        for (k, vs) in &pairs {
+            let v = if vs.len() == 1 {
+                serde_json::Value::String(vs[0].clone())
+            } else {
+                serde_json::Value::Array(vs.iter().cloned().map(serde_json::Value::String).collect())
+            };
+            map.insert(k.clone(), v);
+        }
+        let json = serde_json::to_vec(&map).unwrap();
+        let mut frame = format!("s 1 /p {}:", json.len()).into_bytes();
+        frame.extend_from_slice(&json);
+        frame.extend_from_slice(b",0:,");
+        let r = parse_request(&frame).unwrap();
+        prop_assert_eq!(r.headers.len(), map.len());
+        for (k, v) in &map {
+            let got: Vec<&[u8]> = r.headers.get(k.as_bytes()).unwrap().iter().collect();
+            let want: Vec<&[u8]> = match v {
+                serde_json::Value::String(s) => vec![s.as_bytes()],
+                serde_json::Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().as_bytes()).collect(),
+                _ => unreachable!(),
+            };
+            prop_assert_eq!(got, want);
+        }
+    }
+}
