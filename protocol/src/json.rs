@@ -186,7 +186,7 @@ impl<'a> ObjectReader<'a> {
         self.expect(b'"', "'\"'")?;
         let start = self.pos;
         let input = self.input;
-        let Some(i) = memchr2(b'"', b'\\', &input[start..]) else {
+        let Some(i) = find_quote_or_backslash(&input[start..]) else {
             return Err(JsonError::UnterminatedString { offset: open });
         };
         if input[start + i] == b'"' {
@@ -245,6 +245,30 @@ impl<'a> ObjectReader<'a> {
             }
         }
     }
+}
+
+/// Position of the first `"` or `\\`. Header strings are mostly short, so the first
+/// 32 bytes are scanned a word at a time (SWAR) before handing over to memchr.
+#[inline]
+fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    #[inline]
+    fn zero_bytes(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let mut offset = 0;
+    for chunk in hay.chunks_exact(8).take(4) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let hits = zero_bytes(w ^ QUOTES) | zero_bytes(w ^ BACKSLASHES);
+        if hits != 0 {
+            return Some(offset + (hits.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    memchr2(b'"', b'\\', &hay[offset..]).map(|i| offset + i)
 }
 
 fn hex4(input: &[u8], at: usize) -> Option<u16> {
@@ -391,6 +415,28 @@ mod tests {
             br#"{"a":["b"}"#,
         ] {
             assert!(read_all(input).is_err(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn quote_or_backslash_is_found_at_every_offset_in_short_and_long_strings() {
+        for len in 0..80 {
+            for at in 0..len {
+                for c in [b'"', b'\\'] {
+                    let mut hay = vec![b'a'; len];
+                    // Bytes that differ from the targets by one bit, to trip naive SWAR.
+                    for (i, b) in hay.iter_mut().enumerate() {
+                        *b = [b'a', b'#', b'!', b']', b'\xa2', 0x5d][i % 6];
+                    }
+                    hay[at] = c;
+                    if at + 1 < len {
+                        hay[at + 1] = b'"';
+                    }
+                    assert_eq!(find_quote_or_backslash(&hay), Some(at), "len {len} at {at}");
+                }
+            }
+            let hay: Vec<u8> = (0..len).map(|i| [b'a', b'#', 0x5d, 0xdc][i % 4]).collect();
+            assert_eq!(find_quote_or_backslash(&hay), None);
         }
     }
 
