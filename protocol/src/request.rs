@@ -672,6 +672,24 @@ pub fn encode_request(
     client_headers: &Headers<'_>,
     body: &[u8],
 ) {
+    let client_bytes: usize = client_headers
+        .iter()
+        .map(|(n, v)| n.len() + v.iter().map(|x| x.len() + 8).sum::<usize>() + 8)
+        .sum();
+    out.reserve(
+        sender.len()
+            + 2 * meta.path.len()
+            + meta.uri.len()
+            + meta.query.map_or(0, <[u8]>::len)
+            + meta.fragment.map_or(0, <[u8]>::len)
+            + meta.method.len()
+            + meta.version.len()
+            + meta.pattern.len()
+            + meta.remote_addr.len()
+            + client_bytes
+            + body.len()
+            + 192,
+    );
     write_prefix(out, sender, conn_id, meta.path);
     with_header_block(out, protocol, |out| match protocol {
         HeaderProtocol::Json => {
@@ -1065,6 +1083,24 @@ mod tests {
             }),
             (b"s 1 /p", |e| {
                 matches!(e, FrameError::MissingField { field: "path" })
+            }),
+            (b"s 1 /p 12345678901:{},0:,", |e| {
+                matches!(
+                    e,
+                    FrameError::BadLength {
+                        part: "headers",
+                        ..
+                    }
+                )
+            }),
+            (b"s 1 /p 9999999999:{},0:,", |e| {
+                matches!(
+                    e,
+                    FrameError::Truncated {
+                        part: "headers",
+                        ..
+                    }
+                )
             }),
             (b"s 1 /p x:{},0:,", |e| {
                 matches!(
