@@ -4,6 +4,9 @@
 //! `wsgid`, fake-mongrel2 and Mongrel2 processes on ephemeral ports) and, under `tests/`, the
 //! suites themselves.
 
+pub mod fake;
+pub mod mongrel2;
+
 use std::path::{Path, PathBuf};
 
 /// The repository root (the workspace directory).

@@ -1,0 +1,357 @@
+//! Talking to a Mongrel2 (real or fake) from tests: a Rust test handler (PULL + PUB connected
+//! to the server's send/recv specs), a raw HTTP client, and the real Mongrel2 1.12 process
+//! (config loaded with m2sh into sqlite, chrooted, stopped with SIGINT).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A handler as Mongrel2 expects it: PULL connected to send_spec, PUB connected to recv_spec.
+pub struct TestHandler {
+    _ctx: zmq::Context,
+    pull: zmq::Socket,
+    publ: zmq::Socket,
+    /// The uuid written in replies.
+    pub uuid: Vec<u8>,
+    probe: u64,
+}
+
+impl std::fmt::Debug for TestHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHandler").finish_non_exhaustive()
+    }
+}
+
+/// Ids at or above this are used to probe the reply path (never real connections).
+pub const PROBE_BASE: u64 = 3_000_000_000;
+
+impl TestHandler {
+    /// Connects to the server's endpoints and waits until replies reach it (a probe reply to an
+    /// unknown id comes back as a disconnect frame), so no reply is lost to PUB/SUB joining.
+    pub fn connect(send_spec: &str, recv_spec: &str) -> Self {
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).expect("PULL socket");
+        pull.set_linger(0).unwrap();
+        pull.connect(send_spec)
+            .unwrap_or_else(|e| panic!("PULL connect {send_spec}: {e}"));
+        let publ = ctx.socket(zmq::PUB).expect("PUB socket");
+        publ.set_linger(0).unwrap();
+        publ.set_sndhwm(100_000).unwrap();
+        publ.connect(recv_spec)
+            .unwrap_or_else(|e| panic!("PUB connect {recv_spec}: {e}"));
+        let mut h = Self {
+            _ctx: ctx,
+            pull,
+            publ,
+            uuid: b"conformance-handler".to_vec(),
+            probe: PROBE_BASE,
+        };
+        h.sync();
+        h
+    }
+
+    /// Waits until a reply sent now is seen by the server (probe round trip).
+    pub fn sync(&mut self) {
+        self.probe += 1;
+        let id = self.probe;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let want = format!(" {id} @* ");
+        while Instant::now() < deadline {
+            self.reply(&[id], b"probe");
+            let until = Instant::now() + Duration::from_millis(100);
+            while let Some(f) = self.recv_raw_until(until) {
+                if contains(&f, want.as_bytes()) {
+                    return;
+                }
+                assert!(
+                    probe_frame(&f),
+                    "unexpected frame while syncing: {}",
+                    String::from_utf8_lossy(&f)
+                );
+            }
+        }
+        panic!("the server never answered the probe reply to id {id}");
+    }
+
+    /// Next frame from the server, or None after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.recv_until(Instant::now() + timeout)
+    }
+
+    /// Next frame that is not the answer to a probe.
+    fn recv_until(&self, deadline: Instant) -> Option<Vec<u8>> {
+        loop {
+            let f = self.recv_raw_until(deadline)?;
+            if !probe_frame(&f) {
+                return Some(f);
+            }
+        }
+    }
+
+    fn recv_raw_until(&self, deadline: Instant) -> Option<Vec<u8>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut items = [self.pull.as_poll_item(zmq::POLLIN)];
+            let ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX);
+            match zmq::poll(&mut items, ms) {
+                Ok(n) if n > 0 => return self.pull.recv_bytes(0).ok(),
+                _ if Instant::now() >= deadline => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Next frame, panicking with `what` after a generous timeout.
+    pub fn expect(&self, what: &str) -> Vec<u8> {
+        self.recv(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no frame from the server: expected {what}"))
+    }
+
+    /// Asserts that no frame arrives within `wait`.
+    pub fn expect_none(&self, wait: Duration, why: &str) {
+        if let Some(f) = self.recv(wait) {
+            panic!(
+                "expected no frame ({why}), got {}",
+                String::from_utf8_lossy(&f)
+            );
+        }
+    }
+
+    /// Sends a reply `uuid LEN:ids, payload`.
+    pub fn reply(&self, ids: &[u64], payload: &[u8]) {
+        let mut out = Vec::new();
+        protocol::encode_reply(&mut out, &self.uuid, ids, payload).expect("valid reply");
+        self.send_raw(&out);
+    }
+
+    /// Sends any bytes on the PUB socket (malformed frames included).
+    pub fn send_raw(&self, frame: &[u8]) {
+        self.publ.send(frame, 0).expect("PUB send");
+    }
+}
+
+/// A disconnect frame answering a probe reply (id >= [`PROBE_BASE`]).
+fn probe_frame(frame: &[u8]) -> bool {
+    protocol::parse_request(frame).is_ok_and(|r| r.conn_id >= PROBE_BASE && r.is_disconnect())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A raw TCP client with byte-exact reads.
+#[derive(Debug)]
+pub struct Client {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Everything received so far.
+    pub received: Vec<u8>,
+    /// EOF seen.
+    pub eof: bool,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            received: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Writes bytes (errors ignored: the server may have closed).
+    pub fn send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Reads until `received` holds at least `n` bytes, EOF, or `timeout`.
+    pub fn read_at_least(&mut self, n: usize, timeout: Duration) -> &[u8] {
+        let deadline = Instant::now() + timeout;
+        while self.received.len() < n && !self.eof && Instant::now() < deadline {
+            self.read_some(deadline);
+        }
+        &self.received
+    }
+
+    /// Reads until EOF or `timeout`; returns whether EOF was seen.
+    pub fn read_to_eof(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.eof && Instant::now() < deadline {
+            self.read_some(deadline);
+        }
+        self.eof
+    }
+
+    /// Reads whatever arrives within `wait` (for "nothing more comes" checks).
+    pub fn read_for(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while !self.eof && Instant::now() < deadline {
+            self.read_some(deadline);
+        }
+    }
+
+    fn read_some(&mut self, deadline: Instant) {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.received.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => self.eof = true,
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; for servers that need a number).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Whether the real Mongrel2 (`mongrel2` and `m2sh`) is installed.
+pub fn real_available() -> bool {
+    ["mongrel2", "m2sh"].iter().all(|b| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The real Mongrel2 1.12 running a config, in its own chroot dir. Drop stops it (SIGINT).
+#[derive(Debug)]
+pub struct RealMongrel2 {
+    child: Child,
+    /// The chroot (temp dir): upload files are under `<chroot>/tmp`.
+    pub chroot: PathBuf,
+    /// The HTTP address.
+    pub http_addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl RealMongrel2 {
+    /// Loads `config` (whose Server must have `chroot` = the returned dir: write the text with
+    /// [`RealMongrel2::CHROOT_MARK`] where the chroot path goes) and starts mongrel2.
+    pub fn start(config_template: &str, uuid: &str, port: u16) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("m2real-")
+            .tempdir()
+            .expect("temp dir");
+        let chroot = dir.path().to_path_buf();
+        for sub in ["logs", "run", "tmp"] {
+            std::fs::create_dir_all(chroot.join(sub)).unwrap();
+        }
+        let config = config_template.replace(Self::CHROOT_MARK, &chroot.display().to_string());
+        let conf_path = chroot.join("mongrel2.conf");
+        std::fs::write(&conf_path, &config).unwrap();
+        let db = chroot.join("config.sqlite");
+        let out = Command::new("m2sh")
+            .args(["load", "-config"])
+            .arg(&conf_path)
+            .arg("-db")
+            .arg(&db)
+            .current_dir(&chroot)
+            .env(
+                "LOGNAME",
+                std::env::var("LOGNAME").unwrap_or_else(|_| "root".into()),
+            )
+            .output()
+            .expect("running m2sh");
+        assert!(
+            out.status.success() && db.is_file(),
+            "m2sh load failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::File::create(chroot.join("mongrel2.out")).unwrap();
+        let child = Command::new("mongrel2")
+            .arg(&db)
+            .arg(uuid)
+            .current_dir(&chroot)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting mongrel2");
+        let http_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut m2 = Self {
+            child,
+            chroot,
+            http_addr,
+            _dir: dir,
+        };
+        m2.wait_listening();
+        m2
+    }
+
+    /// Placeholder for the chroot path in config templates.
+    pub const CHROOT_MARK: &'static str = "@CHROOT@";
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "mongrel2 exited with {status}: {}",
+                    std::fs::read_to_string(self.chroot.join("mongrel2.out")).unwrap_or_default()
+                );
+            }
+            if TcpStream::connect_timeout(&self.http_addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mongrel2 did not listen on {} within 20 s", self.http_addr);
+    }
+
+    /// Host path of an upload file reported as `reported` (relative to the chroot).
+    pub fn host_path(&self, reported: &[u8]) -> PathBuf {
+        host_path(&self.chroot, reported)
+    }
+}
+
+/// `<chroot>/<reported without leading '/'>`.
+pub fn host_path(chroot: &Path, reported: &[u8]) -> PathBuf {
+    let rel = String::from_utf8_lossy(reported);
+    chroot.join(rel.trim_start_matches('/'))
+}
+
+impl Drop for RealMongrel2 {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe {
+                libc_kill(pid, 2);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
