@@ -52,4 +52,12 @@ pub struct WorkerConfig {
     pub access_log_format: Option<String>,
     /// Extra environment variables for the worker (wsgid.json `envs`).
     pub envs: Vec<(String, String)>,
+    /// Remove leftover upload temp files older than this many seconds (`--upload-max-age`).
+    #[serde(default)]
+    pub upload_max_age: Option<u64>,
+    /// Mongrel2's `upload.temp_store` template (`--upload-temp-store`, e.g.
+    /// `/uploads/m2.XXXXXX`): its folder confines upload paths, its name says which files
+    /// the sweeper may delete.
+    #[serde(default)]
+    pub upload_temp_store: Option<String>,
 }

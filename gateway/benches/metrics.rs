@@ -1,0 +1,97 @@
+//! Cost of the `metrics` filter per request: one pre and one post event encoded and published
+//! with ZMQ_DONTWAIT on a PUB socket, (a) connected to a subscriber that drains in another
+//! thread (the production shape) and (b) with nobody listening. Budget: under 2 µs per request.
+//!
+//! Run: `cargo bench -p gateway --bench metrics`
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::metrics::{MetricsPublisher, PostEvent, PreEvent, now_us};
+
+fn one_request(publisher: &mut MetricsPublisher, i: u64) {
+    let start = now_us();
+    let seq = publisher.pre(&PreEvent {
+        conn_id: i,
+        ts_us: start,
+        method: b"GET",
+        uri: b"/articles/2024/some-slug?page=2",
+        user_agent: Some(b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+        content_length: None,
+    });
+    publisher.post(
+        seq,
+        &PostEvent {
+            conn_id: i,
+            start_us: start,
+            ts_us: now_us(),
+            uri: b"/articles/2024/some-slug?page=2",
+            status: 200,
+            bytes: 5120,
+        },
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.set_rcvhwm(1_000_000).unwrap();
+    sub.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = sub.get_last_endpoint().unwrap().unwrap();
+    let mut publisher = MetricsPublisher::open(&ctx, &endpoint).unwrap();
+
+    // Wait for the subscription (slow joiner) before measuring.
+    sub.set_rcvtimeo(50).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        one_request(&mut publisher, 0);
+        if sub.recv_bytes(0).is_ok() || Instant::now() > deadline {
+            break;
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let drained = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                while sub.recv_bytes(zmq::DONTWAIT).is_ok() {
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            n
+        })
+    };
+
+    let mut i = 0u64;
+    c.bench_function("metrics pre+post, subscriber draining", |b| {
+        b.iter(|| {
+            i += 1;
+            one_request(black_box(&mut publisher), i)
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let received = drained.join().unwrap();
+    eprintln!(
+        "published {} events, {} dropped, {} received by the subscriber",
+        publisher.sent(),
+        publisher.dropped(),
+        received
+    );
+
+    let mut lonely = MetricsPublisher::open(&ctx, "tcp://127.0.0.1:9").unwrap();
+    c.bench_function("metrics pre+post, no subscriber", |b| {
+        b.iter(|| {
+            i += 1;
+            one_request(black_box(&mut lonely), i)
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,1 @@
+"""wsgid.interfaces: the plugin interfaces of wsgid 0.7."""

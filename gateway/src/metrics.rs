@@ -1,0 +1,505 @@
+//! The request-metrics event stream (the `metrics` built-in filter): one `pre` event when a
+//! request starts and one `post` event when its response has been sent, each a single ZeroMQ
+//! frame holding a JSON object, published on a PUB socket.
+//!
+//! Topology: `wsgid stats` BINDS a SUB socket and every worker CONNECTS its PUB socket to it
+//! (`--metrics-endpoint tcp://host:port`); so any number of workers, on any number of
+//! machines, feed one collector. `--metrics-endpoint bind:tcp://...` makes the worker bind
+//! instead (one worker only; then `wsgid stats --connect`).
+//!
+//! Publishing never blocks a request: frames are sent with `ZMQ_DONTWAIT`, the socket has a
+//! bounded send queue (`ZMQ_SNDHWM`) and `ZMQ_XPUB_NODROP`, so a full queue makes the send
+//! fail instead of silently discarding; such events are counted as dropped and the running
+//! count travels in every `post` event (`dropped`). Events published before a subscriber is
+//! connected are lost by ZeroMQ's design and not counted.
+//!
+//! Event fields (all integers are decimal JSON numbers; times in microseconds since the Unix
+//! epoch):
+//! - pre: `{"event":"pre","pid":P,"seq":N,"conn_id":C,"ts_us":T,"method":"GET","uri":"/a?b",
+//!   "user_agent":"curl/8"|null,"content_length":123|null}`
+//! - post: `{"event":"post","pid":P,"seq":N,"conn_id":C,"ts_us":T,"start_us":T0,"uri":"/a?b",
+//!   "status":200,"bytes":B,"dropped":D}`
+//!
+//! `pid` + `seq` identify a request; `bytes` counts the response bytes sent (head and body).
+
+use serde::Deserialize;
+
+/// Send queue bound of the metrics socket.
+pub const SEND_HWM: i32 = 10_000;
+/// How long unsent events may delay the worker's exit.
+pub const LINGER_MS: i32 = 500;
+
+/// A metrics socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// ZeroMQ refused the socket, an option, or the endpoint.
+    #[error("metrics endpoint {endpoint:?}: {source}")]
+    Zmq {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
+}
+
+/// What the `pre` event says about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct PreEvent<'a> {
+    /// Mongrel2 connection id.
+    pub conn_id: u64,
+    /// Start time, microseconds since the epoch.
+    pub ts_us: u64,
+    /// Request method.
+    pub method: &'a [u8],
+    /// Request URI (path and query).
+    pub uri: &'a [u8],
+    /// User-Agent header, when sent.
+    pub user_agent: Option<&'a [u8]>,
+    /// Request Content-Length, when sent and numeric.
+    pub content_length: Option<u64>,
+}
+
+/// What the `post` event says about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct PostEvent<'a> {
+    /// Mongrel2 connection id.
+    pub conn_id: u64,
+    /// Start time (same as the pre event's `ts_us`).
+    pub start_us: u64,
+    /// End time, microseconds since the epoch.
+    pub ts_us: u64,
+    /// Request URI (path and query).
+    pub uri: &'a [u8],
+    /// Response status code.
+    pub status: u16,
+    /// Response bytes sent.
+    pub bytes: u64,
+}
+
+/// A decoded event, as `wsgid stats` reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Event {
+    /// A request started.
+    Pre {
+        /// Worker pid.
+        pid: u32,
+        /// Per-worker request sequence number.
+        seq: u64,
+        /// Mongrel2 connection id.
+        conn_id: u64,
+        /// Start time (µs since the epoch).
+        ts_us: u64,
+        /// Request method.
+        method: String,
+        /// Request URI.
+        uri: String,
+        /// User-Agent, when sent.
+        user_agent: Option<String>,
+        /// Request Content-Length, when sent.
+        content_length: Option<u64>,
+    },
+    /// A response was sent.
+    Post {
+        /// Worker pid.
+        pid: u32,
+        /// Per-worker request sequence number.
+        seq: u64,
+        /// Mongrel2 connection id.
+        conn_id: u64,
+        /// End time (µs since the epoch).
+        ts_us: u64,
+        /// Start time (µs since the epoch).
+        start_us: u64,
+        /// Request URI.
+        uri: String,
+        /// Response status.
+        status: u16,
+        /// Response bytes.
+        bytes: u64,
+        /// Events this worker failed to publish so far.
+        dropped: u64,
+    },
+}
+
+impl Event {
+    /// Decode one frame.
+    pub fn parse(frame: &[u8]) -> Result<Event, serde_json::Error> {
+        serde_json::from_slice(frame)
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Append `bytes` as a JSON string: valid UTF-8 is kept, invalid bytes are read as latin-1.
+pub fn push_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let valid_utf8 = std::str::from_utf8(bytes).is_ok();
+    for &b in bytes {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f | 0x7f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            0x80.. if !valid_utf8 => {
+                // latin-1: U+0080..U+00FF as two UTF-8 bytes
+                out.push(0xc0 | (b >> 6));
+                out.push(0x80 | (b & 0x3f));
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+fn push_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+fn push_head(out: &mut Vec<u8>, kind: &str, pid: u32, seq: u64, conn_id: u64, ts_us: u64) {
+    out.extend_from_slice(b"{\"event\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"pid\":");
+    push_u64(out, u64::from(pid));
+    out.extend_from_slice(b",\"seq\":");
+    push_u64(out, seq);
+    out.extend_from_slice(b",\"conn_id\":");
+    push_u64(out, conn_id);
+    out.extend_from_slice(b",\"ts_us\":");
+    push_u64(out, ts_us);
+}
+
+/// Encode a pre event (replaces `out`'s content).
+pub fn encode_pre(out: &mut Vec<u8>, pid: u32, seq: u64, ev: &PreEvent<'_>) {
+    out.clear();
+    push_head(out, "pre", pid, seq, ev.conn_id, ev.ts_us);
+    out.extend_from_slice(b",\"method\":");
+    push_json_string(out, ev.method);
+    out.extend_from_slice(b",\"uri\":");
+    push_json_string(out, ev.uri);
+    out.extend_from_slice(b",\"user_agent\":");
+    match ev.user_agent {
+        Some(ua) => push_json_string(out, ua),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"content_length\":");
+    match ev.content_length {
+        Some(cl) => push_u64(out, cl),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+}
+
+/// Encode a post event (replaces `out`'s content).
+pub fn encode_post(out: &mut Vec<u8>, pid: u32, seq: u64, dropped: u64, ev: &PostEvent<'_>) {
+    out.clear();
+    push_head(out, "post", pid, seq, ev.conn_id, ev.ts_us);
+    out.extend_from_slice(b",\"start_us\":");
+    push_u64(out, ev.start_us);
+    out.extend_from_slice(b",\"uri\":");
+    push_json_string(out, ev.uri);
+    out.extend_from_slice(b",\"status\":");
+    push_u64(out, u64::from(ev.status));
+    out.extend_from_slice(b",\"bytes\":");
+    push_u64(out, ev.bytes);
+    out.extend_from_slice(b",\"dropped\":");
+    push_u64(out, dropped);
+    out.push(b'}');
+}
+
+/// The worker's end of the metrics stream.
+pub struct MetricsPublisher {
+    socket: zmq::Socket,
+    buf: Vec<u8>,
+    pid: u32,
+    seq: u64,
+    sent: u64,
+    dropped: u64,
+}
+
+impl std::fmt::Debug for MetricsPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsPublisher")
+            .field("pid", &self.pid)
+            .field("seq", &self.seq)
+            .field("sent", &self.sent)
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
+fn set_nodrop(socket: &mut zmq::Socket) -> Result<(), zmq::Error> {
+    let on: libc::c_int = 1;
+    // SAFETY: the socket pointer is valid for the socket's lifetime; the option value is a
+    // c_int that outlives the call, with its exact size passed.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_NODROP as libc::c_int,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: plain FFI call without arguments.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    }
+}
+
+impl MetricsPublisher {
+    /// A PUB socket connected to `endpoint` (or bound, for `bind:ENDPOINT`).
+    pub fn open(ctx: &zmq::Context, endpoint: &str) -> Result<Self, MetricsError> {
+        let err = |source| MetricsError::Zmq {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let mut socket = ctx.socket(zmq::PUB).map_err(err)?;
+        socket.set_sndhwm(SEND_HWM).map_err(err)?;
+        socket.set_linger(LINGER_MS).map_err(err)?;
+        set_nodrop(&mut socket).map_err(err)?;
+        match endpoint.strip_prefix("bind:") {
+            Some(bind) => socket.bind(bind).map_err(err)?,
+            None => socket.connect(endpoint).map_err(err)?,
+        }
+        Ok(MetricsPublisher {
+            socket,
+            buf: Vec::with_capacity(512),
+            pid: std::process::id(),
+            seq: 0,
+            sent: 0,
+            dropped: 0,
+        })
+    }
+
+    /// The endpoint actually bound (`bind:` endpoints with a `*` port), if any.
+    pub fn last_endpoint(&self) -> Option<String> {
+        self.socket.get_last_endpoint().ok().and_then(Result::ok)
+    }
+
+    fn send_buf(&mut self) {
+        match self.socket.send(&self.buf[..], zmq::DONTWAIT) {
+            Ok(()) => self.sent += 1,
+            Err(_) => self.dropped += 1,
+        }
+    }
+
+    /// Publish the pre event of a new request; returns its sequence number.
+    pub fn pre(&mut self, ev: &PreEvent<'_>) -> u64 {
+        self.seq += 1;
+        encode_pre(&mut self.buf, self.pid, self.seq, ev);
+        self.send_buf();
+        self.seq
+    }
+
+    /// Publish the post event of request `seq`.
+    pub fn post(&mut self, seq: u64, ev: &PostEvent<'_>) {
+        encode_post(&mut self.buf, self.pid, seq, self.dropped, ev);
+        self.send_buf();
+    }
+
+    /// Events published so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Events that could not be published (queue full).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pre_ev() -> PreEvent<'static> {
+        PreEvent {
+            conn_id: 42,
+            ts_us: 1_700_000_000_000_001,
+            method: b"GET",
+            uri: b"/a \"q\"\\?x=\x01",
+            user_agent: Some(b"caf\xc3\xa9/1"),
+            content_length: Some(12),
+        }
+    }
+
+    #[test]
+    fn pre_event_round_trips_through_json() {
+        let mut out = Vec::new();
+        encode_pre(&mut out, 7, 3, &pre_ev());
+        let ev = Event::parse(&out).unwrap();
+        assert_eq!(
+            ev,
+            Event::Pre {
+                pid: 7,
+                seq: 3,
+                conn_id: 42,
+                ts_us: 1_700_000_000_000_001,
+                method: "GET".into(),
+                uri: "/a \"q\"\\?x=\u{1}".into(),
+                user_agent: Some("café/1".into()),
+                content_length: Some(12),
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_read_as_latin1_and_nulls_survive() {
+        let mut out = Vec::new();
+        let ev = PreEvent {
+            user_agent: Some(b"\xff\xfe"),
+            content_length: None,
+            ..pre_ev()
+        };
+        encode_pre(&mut out, 1, 1, &ev);
+        match Event::parse(&out).unwrap() {
+            Event::Pre {
+                user_agent,
+                content_length,
+                ..
+            } => {
+                assert_eq!(user_agent.as_deref(), Some("\u{ff}\u{fe}"));
+                assert_eq!(content_length, None);
+            }
+            other => panic!("expected a pre event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn post_event_round_trips_through_json() {
+        let mut out = Vec::new();
+        let ev = PostEvent {
+            conn_id: 9,
+            start_us: 10,
+            ts_us: 25,
+            uri: b"/x",
+            status: 503,
+            bytes: 1234,
+        };
+        encode_post(&mut out, 5, 2, 4, &ev);
+        assert_eq!(
+            Event::parse(&out).unwrap(),
+            Event::Post {
+                pid: 5,
+                seq: 2,
+                conn_id: 9,
+                ts_us: 25,
+                start_us: 10,
+                uri: "/x".into(),
+                status: 503,
+                bytes: 1234,
+                dropped: 4,
+            }
+        );
+    }
+
+    #[test]
+    fn publisher_reaches_a_bound_subscriber_and_counts_nothing_dropped() {
+        let ctx = zmq::Context::new();
+        let sub = ctx.socket(zmq::SUB).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = sub.get_last_endpoint().unwrap().unwrap();
+        let mut publisher = MetricsPublisher::open(&ctx, &endpoint).unwrap();
+        sub.set_rcvtimeo(100).unwrap();
+        // Slow joiner: publish until the subscription has arrived.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let first = loop {
+            let seq = publisher.pre(&pre_ev());
+            if let Ok(frame) = sub.recv_bytes(0) {
+                break (seq, frame);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no event arrived in 10 s"
+            );
+        };
+        assert!(matches!(Event::parse(&first.1).unwrap(), Event::Pre { .. }));
+        // Drain whatever else of the warm-up arrived.
+        while sub.recv_bytes(0).is_ok() {}
+        sub.set_rcvtimeo(5000).unwrap();
+        for i in 0..100u64 {
+            let seq = publisher.pre(&pre_ev());
+            publisher.post(
+                seq,
+                &PostEvent {
+                    conn_id: i,
+                    start_us: 1,
+                    ts_us: 2,
+                    uri: b"/",
+                    status: 200,
+                    bytes: i,
+                },
+            );
+        }
+        let mut posts = 0;
+        let mut pres = 0;
+        while pres + posts < 200 {
+            let frame = sub.recv_bytes(0).expect("every event arrives");
+            match Event::parse(&frame).unwrap() {
+                Event::Pre { .. } => pres += 1,
+                Event::Post { dropped, .. } => {
+                    assert_eq!(dropped, 0);
+                    posts += 1
+                }
+            }
+        }
+        assert_eq!((pres, posts), (100, 100));
+        assert_eq!(publisher.dropped(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_counts_drops_and_never_blocks() {
+        let ctx = zmq::Context::new();
+        // A subscriber that never reads, with tiny buffers.
+        let sub = ctx.socket(zmq::SUB).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.set_rcvhwm(1).unwrap();
+        sub.set_rcvbuf(1024).unwrap();
+        sub.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = sub.get_last_endpoint().unwrap().unwrap();
+        let mut publisher = MetricsPublisher::open(&ctx, &endpoint).unwrap();
+        // Wait until the subscription has arrived (slow joiner), then stop reading.
+        sub.set_rcvtimeo(100).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            publisher.pre(&pre_ev());
+            if sub.recv_bytes(0).is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no event arrived in 10 s"
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // Keep publishing until ZeroMQ refuses: the HWM plus the kernel buffers fill up.
+        while publisher.dropped() == 0 {
+            publisher.pre(&pre_ev());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no drop counted after {} events",
+                publisher.sent()
+            );
+        }
+        assert!(publisher.sent() > 0);
+    }
+
+    #[test]
+    fn bad_endpoint_is_an_error_naming_it() {
+        let ctx = zmq::Context::new();
+        let err = MetricsPublisher::open(&ctx, "nonsense").unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+    }
+}
