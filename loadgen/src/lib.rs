@@ -1,4 +1,20 @@
-//! loadgen: a constant-rate (open model) load generator.
+//! loadgen: a constant-rate (open model) load generator for HTTP and for Mongrel2 handlers
+//! over ZeroMQ.
 //!
-//! This crate will own request scheduling free of coordinated omission, HTTP/1.1 and ZeroMQ
-//! (Mongrel2-side) transports, HDR latency histograms and the reports built from them.
+//! Requests are due at t0 + i/rate whatever the server does (no coordinated omission);
+//! latency is measured both from the intended and from the actual send time; saturation,
+//! drops, retries and reconnects are counted, never hidden.
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod report;
+pub mod response;
+pub mod run;
+pub mod scenario;
+pub mod schedule;
+pub mod servers;
+pub mod stats;
+pub mod sys;
+pub mod worker;
+pub mod zmq_mode;
