@@ -4,7 +4,14 @@
 //! Mongrel2), the master (process supervision, hot deploy, signals), app folders and loaders,
 //! request filters and uploads.
 
+pub mod access_log;
+pub mod app_folder;
+pub mod cli;
 pub mod config;
 pub mod filters;
+pub mod logging;
+pub mod master;
 pub mod metrics;
+pub mod scoreboard;
+pub mod settings;
 pub mod upload;

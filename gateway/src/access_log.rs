@@ -1,0 +1,316 @@
+//! The access log: one line per request in a configurable format using gunicorn's atoms
+//! (`%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"` by default).
+//!
+//! Formatting ([`AccessFormat`]) is pure; [`AccessLog`] appends each line with one `write`
+//! to a file opened `O_APPEND`, so lines of several workers never interleave.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One request, as the access log sees it.
+#[derive(Debug, Clone)]
+pub struct AccessRecord<'a> {
+    /// Client address (Mongrel2's x-forwarded-for / REMOTE_ADDR).
+    pub remote_addr: &'a str,
+    /// When the request arrived.
+    pub time: SystemTime,
+    /// Request method.
+    pub method: &'a str,
+    /// Request URI (path and query).
+    pub uri: &'a str,
+    /// `HTTP/1.1`.
+    pub version: &'a str,
+    /// Response status code.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes: u64,
+    /// Referer header, when present.
+    pub referer: Option<&'a str>,
+    /// User-Agent header, when present.
+    pub user_agent: Option<&'a str>,
+    /// Time from arrival to the last byte sent.
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Atom(String),
+}
+
+/// A parsed access log format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessFormat {
+    pieces: Vec<Piece>,
+}
+
+impl AccessFormat {
+    /// Parses a gunicorn-style format: `%(atom)s` atoms, `%%` for a percent sign, anything
+    /// else literal. Never fails: a malformed `%(` is kept as text.
+    ///
+    /// Atoms: `h` remote address, `l` `-`, `u` user (`-`), `t` `[dd/Mon/yyyy:HH:MM:SS +0000]`,
+    /// `r` request line, `m` method, `U` path, `q` query, `H` protocol, `s` status, `B` bytes,
+    /// `b` bytes or `-` when 0, `f` referer, `a` user agent, `T` seconds, `M` milliseconds,
+    /// `D` microseconds, `L` decimal seconds, `p` process id, `{referer}i` / `{user-agent}i`;
+    /// any other atom gives `-`.
+    pub fn parse(format: &str) -> AccessFormat {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut rest = format;
+        while let Some(i) = rest.find('%') {
+            lit.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(tail) = after.strip_prefix('%') {
+                lit.push('%');
+                rest = tail;
+            } else if let Some(inner) = after.strip_prefix('(')
+                && let Some(close) = inner.find(")s")
+            {
+                if !lit.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut lit)));
+                }
+                pieces.push(Piece::Atom(inner[..close].to_string()));
+                rest = &inner[close + 2..];
+            } else {
+                lit.push('%');
+                rest = after;
+            }
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Literal(lit));
+        }
+        AccessFormat { pieces }
+    }
+
+    /// The line for `rec` (without the newline).
+    pub fn format(&self, rec: &AccessRecord<'_>) -> String {
+        let mut out = String::with_capacity(128);
+        for p in &self.pieces {
+            match p {
+                Piece::Literal(s) => out.push_str(s),
+                Piece::Atom(a) => write_atom(&mut out, a, rec),
+            }
+        }
+        out
+    }
+}
+
+fn or_dash(s: Option<&str>) -> &str {
+    match s {
+        Some(s) if !s.is_empty() => s,
+        _ => "-",
+    }
+}
+
+fn write_atom(out: &mut String, atom: &str, rec: &AccessRecord<'_>) {
+    let (path, query) = match rec.uri.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (rec.uri, ""),
+    };
+    let _ = match atom {
+        "h" => write!(out, "{}", or_dash(Some(rec.remote_addr))),
+        "l" | "u" => write!(out, "-"),
+        "t" => write!(out, "[{}]", clf_time(rec.time)),
+        "r" => write!(out, "{} {} {}", rec.method, rec.uri, rec.version),
+        "m" => write!(out, "{}", rec.method),
+        "U" => write!(out, "{path}"),
+        "q" => write!(out, "{query}"),
+        "H" => write!(out, "{}", rec.version),
+        "s" => write!(out, "{}", rec.status),
+        "B" => write!(out, "{}", rec.bytes),
+        "b" => {
+            if rec.bytes == 0 {
+                write!(out, "-")
+            } else {
+                write!(out, "{}", rec.bytes)
+            }
+        }
+        "f" => write!(out, "{}", or_dash(rec.referer)),
+        "a" => write!(out, "{}", or_dash(rec.user_agent)),
+        "T" => write!(out, "{}", rec.duration.as_secs()),
+        "M" => write!(out, "{}", rec.duration.as_millis()),
+        "D" => write!(out, "{}", rec.duration.as_micros()),
+        "L" => write!(out, "{:.6}", rec.duration.as_secs_f64()),
+        "p" => write!(out, "<{}>", std::process::id()),
+        _ => {
+            let header = atom
+                .strip_prefix('{')
+                .and_then(|a| a.strip_suffix("}i"))
+                .map(str::to_ascii_lowercase);
+            match header.as_deref() {
+                Some("referer") => write!(out, "{}", or_dash(rec.referer)),
+                Some("user-agent") => write!(out, "{}", or_dash(rec.user_agent)),
+                _ => write!(out, "-"),
+            }
+        }
+    };
+}
+
+/// Broken-down UTC time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub millis: u32,
+}
+
+/// Converts a time to UTC fields (civil-from-days, proleptic Gregorian calendar).
+pub(crate) fn utc(time: SystemTime) -> Utc {
+    let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Utc {
+        year,
+        month,
+        day,
+        hour: (sod / 3600) as u32,
+        minute: (sod % 3600 / 60) as u32,
+        second: (sod % 60) as u32,
+        millis: d.subsec_millis(),
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `10/Oct/2000:13:55:36 +0000` (Common Log Format, UTC).
+fn clf_time(time: SystemTime) -> String {
+    let t = utc(time);
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+        t.day,
+        MONTHS[(t.month - 1) as usize],
+        t.year,
+        t.hour,
+        t.minute,
+        t.second
+    )
+}
+
+/// An open access log.
+#[derive(Debug)]
+pub struct AccessLog {
+    format: AccessFormat,
+    /// `None`: stdout.
+    file: Option<File>,
+}
+
+impl AccessLog {
+    /// Opens (creating, appending) the log at `path` (`-`: stdout) with a gunicorn-style
+    /// `format`.
+    pub fn open(path: &Path, format: &str) -> io::Result<AccessLog> {
+        let file = if path.as_os_str() == "-" {
+            None
+        } else {
+            Some(OpenOptions::new().create(true).append(true).open(path)?)
+        };
+        Ok(AccessLog {
+            format: AccessFormat::parse(format),
+            file,
+        })
+    }
+
+    /// Appends the line for `rec`. Write errors are ignored: logging never fails a request.
+    pub fn log(&self, rec: &AccessRecord<'_>) {
+        let mut line = self.format.format(rec);
+        line.push('\n');
+        let _ = match &self.file {
+            Some(f) => (&*f).write_all(line.as_bytes()),
+            None => io::stdout().lock().write_all(line.as_bytes()),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::DEFAULT_ACCESS_LOG_FORMAT;
+
+    fn rec() -> AccessRecord<'static> {
+        AccessRecord {
+            remote_addr: "127.0.0.1",
+            // 2000-10-10 13:55:36.250 UTC
+            time: UNIX_EPOCH + Duration::from_millis(971_186_136_250),
+            method: "GET",
+            uri: "/a/b?x=1&y=2",
+            version: "HTTP/1.1",
+            status: 200,
+            bytes: 2326,
+            referer: Some("http://example.com/"),
+            user_agent: None,
+            duration: Duration::from_micros(1_234_567),
+        }
+    }
+
+    #[test]
+    fn default_format_is_combined_log_format() {
+        let line = AccessFormat::parse(DEFAULT_ACCESS_LOG_FORMAT).format(&rec());
+        assert_eq!(
+            line,
+            r#"127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET /a/b?x=1&y=2 HTTP/1.1" 200 2326 "http://example.com/" "-""#
+        );
+    }
+
+    #[test]
+    fn every_atom() {
+        let f = AccessFormat::parse(
+            "%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(T)s|%(M)s|%(D)s|%(L)s|%({Referer}i)s|%({x-y}i)s|%(zz)s|100%%|%(oops",
+        );
+        assert_eq!(
+            f.format(&rec()),
+            "GET|/a/b|x=1&y=2|HTTP/1.1|200|2326|1|1234|1234567|1.234567|http://example.com/|-|-|100%|%(oops"
+        );
+        let mut r = rec();
+        r.bytes = 0;
+        assert_eq!(AccessFormat::parse("%(b)s %(B)s").format(&r), "- 0");
+        assert_eq!(
+            AccessFormat::parse("%(p)s").format(&r),
+            format!("<{}>", std::process::id())
+        );
+    }
+
+    #[test]
+    fn utc_conversion() {
+        let t = utc(UNIX_EPOCH);
+        assert_eq!((t.year, t.month, t.day, t.hour), (1970, 1, 1, 0));
+        // 2024-02-29 23:59:59.999
+        let t = utc(UNIX_EPOCH + Duration::from_millis(1_709_251_199_999));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis),
+            (2024, 2, 29, 23, 59, 59, 999)
+        );
+    }
+
+    #[test]
+    fn log_appends_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(&path, "%(s)s %(r)s").unwrap();
+        log.log(&rec());
+        let log2 = AccessLog::open(&path, "%(h)s").unwrap();
+        log2.log(&rec());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "200 GET /a/b?x=1&y=2 HTTP/1.1\n127.0.0.1\n"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! wsgid's log: the original's line format
+//! (`%(asctime)s - %(name)s [pid=%(process)d] - %(levelname)s - %(message)s`) written to
+//! `logs/wsgid.log` and/or stdout/stderr, for the master and (through [`LOG_ENV`]) its workers.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::access_log::utc;
+
+/// Environment variable through which the master hands its [`LogSpec`] to workers.
+pub const LOG_ENV: &str = "WSGID_LOG_SPEC";
+
+/// Where log lines go and at which level.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogSpec {
+    /// Append to this file (`logs/wsgid.log`).
+    pub file: Option<PathBuf>,
+    /// Also write to stdout (`--stdout`).
+    pub stdout: bool,
+    /// Also write to stderr (foreground without `--stdout`).
+    pub stderr: bool,
+    /// DEBUG level (`--debug`), else INFO.
+    pub debug: bool,
+}
+
+impl LogSpec {
+    /// The worker's spec from [`LOG_ENV`], or stderr at INFO when absent or unreadable.
+    pub fn from_env() -> LogSpec {
+        std::env::var(LOG_ENV)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(LogSpec {
+                stderr: true,
+                ..LogSpec::default()
+            })
+    }
+}
+
+/// The original's level names.
+pub fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        Level::DEBUG | Level::TRACE => "DEBUG",
+    }
+}
+
+/// `2026-11-24 11:42:00,123` (UTC).
+pub fn asctime(t: SystemTime) -> String {
+    let u = utc(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
+        u.year, u.month, u.day, u.hour, u.minute, u.second, u.millis
+    )
+}
+
+/// Formats events as the original wsgid did.
+#[derive(Debug, Clone)]
+pub struct WsgidFormat {
+    name: &'static str,
+}
+
+impl<S, N> FormatEvent<S, N> for WsgidFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(
+            writer,
+            "{} - {} [pid={}] - {} - ",
+            asctime(SystemTime::now()),
+            self.name,
+            std::process::id(),
+            level_name(event.metadata().level())
+        )?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+#[derive(Debug)]
+enum Sink {
+    File(File),
+    Stdout,
+    Stderr,
+}
+
+/// Fans each formatted line out to every sink, one `write` per sink.
+#[derive(Debug, Clone)]
+struct Sinks(Arc<Vec<Sink>>);
+
+/// Buffers one event; written out on drop.
+#[derive(Debug)]
+struct LineWriter {
+    sinks: Arc<Vec<Sink>>,
+    buf: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        for s in self.sinks.iter() {
+            let _ = match s {
+                Sink::File(f) => (&*f).write_all(&self.buf),
+                Sink::Stdout => io::stdout().lock().write_all(&self.buf),
+                Sink::Stderr => io::stderr().lock().write_all(&self.buf),
+            };
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for Sinks {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            sinks: self.0.clone(),
+            buf: Vec::with_capacity(160),
+        }
+    }
+}
+
+/// Installs the global subscriber. A log file that cannot be opened is reported on stderr and
+/// logging continues on stderr.
+pub fn init(spec: &LogSpec) {
+    let mut sinks = Vec::new();
+    let mut stderr = spec.stderr;
+    if let Some(path) = &spec.file {
+        match OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => sinks.push(Sink::File(f)),
+            Err(e) => {
+                eprintln!("wsgid: cannot open the log file {}: {e}", path.display());
+                stderr = true;
+            }
+        }
+    }
+    if spec.stdout {
+        sinks.push(Sink::Stdout);
+    }
+    if stderr {
+        sinks.push(Sink::Stderr);
+    }
+    let level = if spec.debug {
+        tracing::level_filters::LevelFilter::DEBUG
+    } else {
+        tracing::level_filters::LevelFilter::INFO
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(Sinks(Arc::new(sinks)))
+        .event_format(WsgidFormat { name: "wsgid" })
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn asctime_is_pythons() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_042);
+        assert_eq!(asctime(t), "2025-11-24 16:00:00,042");
+    }
+
+    #[test]
+    fn spec_round_trips_through_the_environment_format() {
+        let spec = LogSpec {
+            file: Some(PathBuf::from("/a/logs/wsgid.log")),
+            stdout: true,
+            stderr: false,
+            debug: true,
+        };
+        let s = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<LogSpec>(&s).unwrap(), spec);
+        assert_eq!(level_name(&Level::WARN), "WARNING");
+    }
+}
