@@ -14,4 +14,5 @@ pub mod master;
 pub mod metrics;
 pub mod scoreboard;
 pub mod settings;
+pub mod stats;
 pub mod upload;

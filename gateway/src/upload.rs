@@ -124,6 +124,9 @@ pub struct UploadPolicy {
     pub keep: bool,
     /// `--upload-max-age`.
     pub max_age: Option<Duration>,
+    /// Upload folders and name prefixes learned from accepted upload-start frames (when no
+    /// `--upload-temp-store` is given), so that the sweeper knows where to look.
+    pub learned: Vec<(PathBuf, Vec<u8>)>,
 }
 
 impl UploadPolicy {
@@ -144,6 +147,30 @@ impl UploadPolicy {
             max_size: cfg.max_upload_size,
             keep: cfg.keep_uploads,
             max_age: cfg.upload_max_age.map(Duration::from_secs),
+            learned: Vec::new(),
+        }
+    }
+
+    /// Remember the folder and name prefix of an accepted upload-start's file (Mongrel2's
+    /// mkstemp template ends in six `X`s), for [`UploadPolicy::sweep`]. Needless when
+    /// `--upload-temp-store` says it; at most 8 are kept.
+    pub fn learn(&mut self, frame_path: &[u8]) {
+        if self.prefix.is_some() || self.learned.len() >= 8 {
+            return;
+        }
+        let Ok(clean) = self.resolve(frame_path) else {
+            return;
+        };
+        let (Some(folder), Some(name)) = (clean.parent(), clean.file_name()) else {
+            return;
+        };
+        let name = name.as_bytes();
+        if name.len() <= 6 {
+            return;
+        }
+        let entry = (folder.to_path_buf(), name[..name.len() - 6].to_vec());
+        if !self.learned.contains(&entry) {
+            self.learned.push(entry);
         }
     }
 
@@ -274,44 +301,62 @@ impl UploadPolicy {
     }
 
     /// Delete upload files of the folder not modified for `--upload-max-age` (left behind by
-    /// killed uploads or crashed workers). Only files named like the template are touched,
-    /// so sweeping needs `--upload-temp-store`. Returns how many were deleted.
+    /// killed uploads or crashed workers). Only files named like the template are touched:
+    /// `--upload-temp-store`'s, or those learned from upload-start frames
+    /// ([`UploadPolicy::learn`]). Returns how many were deleted.
     pub fn sweep(&self, now: SystemTime) -> io::Result<usize> {
-        let (Some(max_age), Some(prefix)) = (self.max_age, self.prefix.as_ref()) else {
+        let Some(max_age) = self.max_age else {
             return Ok(0);
         };
         let mut deleted = 0;
-        for entry in std::fs::read_dir(self.host_folder())? {
-            let Ok(entry) = entry else { continue };
-            if !entry.file_name().as_bytes().starts_with(prefix) {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
-            if age >= max_age {
-                match std::fs::remove_file(entry.path()) {
-                    Ok(()) => {
-                        deleted += 1;
-                        tracing::info!(
-                            "swept upload file {} ({} s old)",
-                            entry.path().display(),
-                            age.as_secs()
-                        );
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!("could not sweep {}: {e}", entry.path().display()),
-                }
-            }
+        if let Some(prefix) = &self.prefix {
+            deleted += sweep_folder(&self.host_folder(), prefix, max_age, now)?;
+        }
+        for (folder, prefix) in &self.learned {
+            deleted += sweep_folder(folder, prefix, max_age, now)?;
         }
         Ok(deleted)
     }
+}
+
+/// Delete the files of `folder` named `prefix*` not modified for `max_age`.
+fn sweep_folder(
+    folder: &Path,
+    prefix: &[u8],
+    max_age: Duration,
+    now: SystemTime,
+) -> io::Result<usize> {
+    let mut deleted = 0;
+    for entry in std::fs::read_dir(folder)? {
+        let Ok(entry) = entry else { continue };
+        if !entry.file_name().as_bytes().starts_with(prefix) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if age >= max_age {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    deleted += 1;
+                    tracing::info!(
+                        "swept upload file {} ({} s old)",
+                        entry.path().display(),
+                        age.as_secs()
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("could not sweep {}: {e}", entry.path().display()),
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// `/uploads/m2.XXXXXX` -> (`/uploads`, `m2.`).
@@ -355,12 +400,6 @@ impl Sweeper {
     /// A sweeper for `policy`, or None when sweeping is off.
     pub fn new(policy: &UploadPolicy) -> Option<Sweeper> {
         let max_age = policy.max_age?;
-        if policy.prefix.is_none() {
-            tracing::warn!(
-                "--upload-max-age needs --upload-temp-store (Mongrel2's upload.temp_store) to know which files are uploads; not sweeping"
-            );
-            return None;
-        }
         let interval = (max_age / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         Some(Sweeper {
             next: Instant::now(),
@@ -598,6 +637,31 @@ mod tests {
         assert!(!tmp.join("upload.old").exists());
         assert!(tmp.join("upload.new").exists());
         assert!(tmp.join("other.old").exists());
+    }
+
+    #[test]
+    fn without_a_template_sweeping_learns_from_upload_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("spool");
+        std::fs::create_dir_all(&tmp).unwrap();
+        for name in ["m2.AAAAAA", "m2.BBBBBB", "keep.txt"] {
+            std::fs::write(tmp.join(name), b"x").unwrap();
+        }
+        let cfg = WorkerConfig {
+            mongrel2_chroot: Some(dir.path().to_path_buf()),
+            upload_max_age: Some(60),
+            ..WorkerConfig::default()
+        };
+        let mut p = UploadPolicy::from_config(&cfg);
+        assert!(Sweeper::new(&p).is_some());
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert_eq!(p.sweep(later).unwrap(), 0, "nothing learned yet");
+        p.learn(b"/spool/m2.AAAAAA");
+        p.learn(b"/spool/m2.CCCCCC");
+        assert_eq!(p.learned.len(), 1);
+        assert_eq!(p.sweep(SystemTime::now()).unwrap(), 0, "too young");
+        assert_eq!(p.sweep(later).unwrap(), 2);
+        assert!(tmp.join("keep.txt").exists());
     }
 
     #[test]
