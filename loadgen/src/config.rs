@@ -51,6 +51,10 @@ pub struct EchoHandlerConfig {
     /// Follow every response with a zero-length close frame.
     #[arg(long)]
     pub close: bool,
+    /// Parse every frame fully with the protocol crate (default: split sender, id, path and
+    /// body only, so that the handler costs as little as possible).
+    #[arg(long)]
+    pub full_parse: bool,
 }
 
 /// How to act when a request is due and every slot is busy.

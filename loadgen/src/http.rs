@@ -350,7 +350,7 @@ impl Worker {
                             c.ever_connected = true;
                             self.idle.push(ci);
                             if bits & (READABLE | HANGUP) != 0 {
-                                self.on_readable(ci, now);
+                                self.on_readable(ci, now, bits);
                             }
                         }
                         _ => self.connect_failed(ci, now),
@@ -368,12 +368,12 @@ impl Worker {
                     }
                 }
                 if bits & (READABLE | HANGUP) != 0 {
-                    self.on_readable(ci, now);
+                    self.on_readable(ci, now, bits);
                 }
             }
             St::Idle => {
                 if bits & (READABLE | HANGUP) != 0 {
-                    self.on_readable(ci, now);
+                    self.on_readable(ci, now, bits);
                 }
             }
         }
@@ -464,7 +464,7 @@ impl Worker {
         }
     }
 
-    fn on_readable(&mut self, ci: usize, now: u64) {
+    fn on_readable(&mut self, ci: usize, now: u64, bits: u32) {
         loop {
             let Some(fd) = self.conns[ci].fd.as_ref().map(|f| f.as_raw_fd()) else {
                 return;
@@ -488,6 +488,10 @@ impl Worker {
                 }
                 Ok(n) => {
                     self.rec.totals.bytes_received += n as u64;
+                    // A short read emptied the socket: new bytes or the peer's FIN raise a
+                    // fresh edge, so there is no need for the read that would say EAGAIN
+                    // (unless this event already reported the FIN).
+                    let drained = n < self.rbuf.len() && bits & HANGUP == 0;
                     let c = &mut self.conns[ci];
                     if c.state != St::Busy {
                         // Bytes nobody asked for.
@@ -496,7 +500,11 @@ impl Worker {
                         return;
                     }
                     match c.parser.feed(&self.rbuf[..n]) {
-                        Ok(Progress::More) => {}
+                        Ok(Progress::More) => {
+                            if drained {
+                                return;
+                            }
+                        }
                         Ok(Progress::Done { consumed, response }) => {
                             self.complete(ci, response, now);
                             if consumed < n {
@@ -504,7 +512,7 @@ impl Worker {
                                 self.reconnect(ci, now);
                                 return;
                             }
-                            if self.conns[ci].state != St::Idle {
+                            if self.conns[ci].state != St::Idle || drained {
                                 return;
                             }
                         }

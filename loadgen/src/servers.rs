@@ -220,13 +220,22 @@ pub fn echo_handler(cfg: &EchoHandlerConfig) -> anyhow::Result<()> {
     let mut out = Vec::with_capacity(4096);
     loop {
         pull.recv(&mut msg, 0)?;
-        let Ok(req) = protocol::parse_request(&msg) else {
-            continue;
+        let (sender, conn_id, body) = if cfg.full_parse {
+            let Ok(req) = protocol::parse_request(&msg) else {
+                continue;
+            };
+            if req.is_disconnect() {
+                continue;
+            }
+            (req.sender, req.conn_id, req.body)
+        } else {
+            match frame_parts(&msg) {
+                Some((_, _, path, _)) if path == b"@*" => continue,
+                Some((sender, id, _, body)) => (sender, id, body),
+                None => continue,
+            }
         };
-        if req.is_disconnect() {
-            continue;
-        }
-        let body: &[u8] = if req.body.is_empty() { HELLO } else { req.body };
+        let body: &[u8] = if body.is_empty() { HELLO } else { body };
         payload.clear();
         payload
             .extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ");
@@ -234,16 +243,40 @@ pub fn echo_handler(cfg: &EchoHandlerConfig) -> anyhow::Result<()> {
         payload.extend_from_slice(b"\r\n\r\n");
         payload.extend_from_slice(body);
         out.clear();
-        protocol::encode_reply(&mut out, req.sender, &[req.conn_id], &payload)
+        protocol::encode_reply(&mut out, sender, &[conn_id], &payload)
             .map_err(|e| anyhow!("{e}"))?;
         publ.send(&out[..], 0)?;
         if cfg.close {
             out.clear();
-            protocol::encode_reply(&mut out, req.sender, &[req.conn_id], b"")
+            protocol::encode_reply(&mut out, sender, &[conn_id], b"")
                 .map_err(|e| anyhow!("{e}"))?;
             publ.send(&out[..], 0)?;
         }
     }
+}
+
+/// Sender, connection id, path and body of a request frame.
+pub type FrameParts<'a> = (&'a [u8], u64, &'a [u8], &'a [u8]);
+
+/// Split a request frame `SENDER SP ID SP PATH SP HLEN:HEADERS TERM BLEN:BODY,` into sender,
+/// id, path and body without parsing the headers (the echo handler's fast path).
+pub fn frame_parts(frame: &[u8]) -> Option<FrameParts<'_>> {
+    let mut it = frame.splitn(4, |&b| b == b' ');
+    let sender = it.next()?;
+    let id = std::str::from_utf8(it.next()?).ok()?.parse().ok()?;
+    let path = it.next()?;
+    let rest = it.next()?;
+    let (headers_len, rest) = netstring_len(rest)?;
+    let rest = rest.get(headers_len + 1..)?;
+    let (body_len, rest) = netstring_len(rest)?;
+    let body = rest.get(..body_len)?;
+    (rest.get(body_len) == Some(&b',')).then_some((sender, id, path, body))
+}
+
+fn netstring_len(b: &[u8]) -> Option<(usize, &[u8])> {
+    let colon = b.iter().take(20).position(|&c| c == b':')?;
+    let n = std::str::from_utf8(&b[..colon]).ok()?.parse().ok()?;
+    Some((n, &b[colon + 1..]))
 }
 
 #[cfg(test)]
@@ -269,5 +302,17 @@ mod tests {
         );
         assert!(out.ends_with(b"\r\n\r\nabc"));
         assert!(echo_response(b"\x00\x01 / HTTP/1.1\r\n\r\n", &mut out).is_err());
+    }
+    #[test]
+    fn frame_parts_splits_json_and_tnetstring_frames() {
+        let f = b"uuid 7 /p 13:{\"PATH\":\"/p\"},3:abc,";
+        assert_eq!(
+            frame_parts(f),
+            Some((&b"uuid"[..], 7, &b"/p"[..], &b"abc"[..]))
+        );
+        let t = b"uuid 8 @* 16:6:METHOD,4:JSON,}21:{\"type\":\"disconnect\"},";
+        assert_eq!(frame_parts(t).map(|p| p.2), Some(&b"@*"[..]));
+        assert_eq!(frame_parts(b"uuid 7 /p 13:{\"PATH\":\"/p\"},3:abc"), None);
+        assert_eq!(frame_parts(b"uuid x /p 0:,0:,"), None);
     }
 }
