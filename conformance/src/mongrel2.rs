@@ -25,7 +25,8 @@ impl std::fmt::Debug for TestHandler {
 }
 
 /// Ids at or above this are used to probe the reply path (never real connections).
-pub const PROBE_BASE: u64 = 3_000_000_000;
+/// (Mongrel2 keeps ids in a signed 32-bit int: larger ids wrap.)
+pub const PROBE_BASE: u64 = 2_000_000_000;
 
 impl TestHandler {
     /// Connects to the server's endpoints and waits until replies reach it (a probe reply to an
@@ -101,6 +102,16 @@ impl TestHandler {
                 _ => {}
             }
         }
+    }
+
+    /// A frame already waiting (no wait), probe answers skipped.
+    pub fn try_recv(&self) -> Option<Vec<u8>> {
+        while let Ok(f) = self.pull.recv_bytes(zmq::DONTWAIT) {
+            if !probe_frame(&f) {
+                return Some(f);
+            }
+        }
+        None
     }
 
     /// Next frame, panicking with `what` after a generous timeout.

@@ -76,9 +76,65 @@ pub enum Parsed<'a> {
     Socket(SocketMessage<'a>),
 }
 
-/// Mongrel2's method charset: `( upper | digit | "$" | "-" | "_" | "." ){1,20}`.
+/// Mongrel2 1.12's method charset (http11_parser.rl): `( upper | digit ){1,20}`.
 fn is_method_byte(b: u8) -> bool {
-    b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'$' | b'-' | b'_' | b'.')
+    b.is_ascii_uppercase() || b.is_ascii_digit()
+}
+
+/// RFC 3986 characters allowed in a request target by Mongrel2's parser (`uri_relaxed` off):
+/// unreserved, sub-delims, gen-delims and `%` (checked for two hex digits separately).
+fn is_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'/'
+                | b'?'
+                | b'#'
+                | b'['
+                | b']'
+                | b'@'
+                | b'%'
+        )
+}
+
+/// Whether Mongrel2 accepts `target` (character classes, `%XX` escapes, one `#`).
+pub fn valid_target(target: &[u8]) -> bool {
+    if target.is_empty() {
+        return false;
+    }
+    let mut hashes = 0;
+    for (i, &b) in target.iter().enumerate() {
+        if !is_target_byte(b) {
+            return false;
+        }
+        match b {
+            b'%' => {
+                let ok = target.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && target.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+                if !ok {
+                    return false;
+                }
+            }
+            b'#' => hashes += 1,
+            _ => {}
+        }
+    }
+    hashes <= 1
 }
 
 /// Looks at the start of `buf` and returns the first complete message, if any.
@@ -109,21 +165,10 @@ pub fn parse_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
         return Parsed::Bad("empty request method");
     }
     let window = &buf[..buf.len().min(buffer_size)];
-    let mut storage = [httparse::EMPTY_HEADER; 128];
-    match parse_head_with(window, &mut storage) {
-        Err(HeadFail::TooMany) => {
-            let mut big = vec![httparse::EMPTY_HEADER; buffer_size / 2 + 8];
-            match parse_head_with(window, &mut big) {
-                Ok(p) => finish(buf, p, buffer_size),
-                Err(HeadFail::Partial) => incomplete_or_too_big(buf, buffer_size),
-                Err(HeadFail::TooMany) | Err(HeadFail::Bad) => {
-                    Parsed::Bad("malformed request head")
-                }
-            }
-        }
-        Ok(p) => finish(buf, p, buffer_size),
-        Err(HeadFail::Partial) => incomplete_or_too_big(buf, buffer_size),
-        Err(HeadFail::Bad) => Parsed::Bad("malformed request head"),
+    match find_head_end(window) {
+        HeadEnd::Complete(head_len) => finish(&buf[..head_len]),
+        HeadEnd::Bad(why) => Parsed::Bad(why),
+        HeadEnd::Incomplete => incomplete_or_too_big(buf, buffer_size),
     }
 }
 
@@ -135,35 +180,97 @@ fn incomplete_or_too_big(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
     }
 }
 
-enum HeadFail {
-    Partial,
-    TooMany,
-    Bad,
+enum HeadEnd {
+    Complete(usize),
+    Incomplete,
+    Bad(&'static str),
 }
 
-struct RawHead<'a> {
-    method: &'a str,
-    target: &'a str,
-    minor: u8,
-    head_len: usize,
+/// Token characters of a header name (ASCII minus CTLs and separators).
+fn is_token_byte(b: u8) -> bool {
+    b > 32
+        && b < 127
+        && !matches!(
+            b,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b'@'
+                | b','
+                | b';'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'='
+                | b'{'
+                | b'}'
+        )
 }
 
-fn parse_head_with<'a>(
-    window: &'a [u8],
-    storage: &mut [httparse::Header<'a>],
-) -> Result<RawHead<'a>, HeadFail> {
-    let mut req = httparse::Request::new(storage);
-    match req.parse(window) {
-        Ok(httparse::Status::Complete(n)) => Ok(RawHead {
-            method: req.method.unwrap_or(""),
-            target: req.path.unwrap_or(""),
-            minor: req.version.unwrap_or(1),
-            head_len: n,
-        }),
-        Ok(httparse::Status::Partial) => Err(HeadFail::Partial),
-        Err(httparse::Error::TooManyHeaders) => Err(HeadFail::TooMany),
-        Err(_) => Err(HeadFail::Bad),
+/// Finds the end of the head (after the blank line), validating each complete line.
+fn find_head_end(window: &[u8]) -> HeadEnd {
+    let mut pos = 0;
+    let mut first = true;
+    while let Some(i) = window[pos..].iter().position(|&b| b == b'\n') {
+        let line = trim_cr(&window[pos..pos + i]);
+        pos += i + 1;
+        if first {
+            if let Err(why) = check_request_line(line) {
+                return HeadEnd::Bad(why);
+            }
+            first = false;
+            continue;
+        }
+        if line.is_empty() {
+            return HeadEnd::Complete(pos);
+        }
+        match line.iter().position(|&b| b == b':') {
+            // Mongrel2 does not answer a header line without a colon: it waits for more.
+            None if line.iter().all(|&b| is_token_byte(b)) => return HeadEnd::Incomplete,
+            None => return HeadEnd::Bad("malformed header line"),
+            Some(0) => return HeadEnd::Bad("empty header name"),
+            Some(c) if !line[..c].iter().all(|&b| is_token_byte(b)) => {
+                return HeadEnd::Bad("invalid header name");
+            }
+            Some(_) => {}
+        }
     }
+    if first {
+        // the request line is still incomplete: fail early on what is there
+        let partial = &window[pos..];
+        if let Some(sp) = partial.iter().position(|&b| b == b' ') {
+            let rest = &partial[sp + 1..];
+            let target_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+            if !rest[..target_end].iter().all(|&b| is_target_byte(b)) {
+                return HeadEnd::Bad("invalid character in the request target");
+            }
+        }
+    }
+    HeadEnd::Incomplete
+}
+
+/// `METHOD SP TARGET SP HTTP/1.[01]`.
+fn check_request_line(line: &[u8]) -> Result<(), &'static str> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("request line is not METHOD SP TARGET SP VERSION");
+    };
+    if method.is_empty() || method.len() > 20 || !method.iter().all(|&b| is_method_byte(b)) {
+        return Err("invalid request method");
+    }
+    if !valid_target(target) {
+        return Err("invalid request target");
+    }
+    if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
+        return Err("unsupported HTTP version");
+    }
+    Ok(())
 }
 
 /// Splits a request target into (path, uri, query, fragment); `None` when Mongrel2 rejects it.
@@ -172,18 +279,27 @@ pub fn split_target(target: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>, Optio
     let rest = match target.first()? {
         b'/' | b'*' => target,
         _ => {
-            // absolute-form: `scheme:` is dropped, the rest kept (`//host/path`) [31]
-            let colon = target.iter().position(|&b| b == b':')?;
-            let scheme = &target[..colon];
-            if scheme.is_empty()
-                || !scheme[0].is_ascii_alphabetic()
-                || !scheme
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-            {
-                return None;
+            // absolute-form: `scheme:` is dropped, the rest kept (`//host/path`) [31];
+            // without a scheme the target is a relative path (`handler/x`).
+            let end = target
+                .iter()
+                .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+                .unwrap_or(target.len());
+            match target[..end].iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    let scheme = &target[..colon];
+                    if scheme.is_empty()
+                        || !scheme[0].is_ascii_alphabetic()
+                        || !scheme
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+                    {
+                        return None;
+                    }
+                    &target[colon + 1..]
+                }
+                None => target,
             }
-            &target[colon + 1..]
         }
     };
     let (before_frag, fragment) = match rest.iter().position(|&b| b == b'#') {
@@ -197,19 +313,14 @@ pub fn split_target(target: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>, Optio
     Some((path, before_frag, query, fragment))
 }
 
-fn finish<'a>(buf: &'a [u8], raw: RawHead<'_>, _buffer_size: usize) -> Parsed<'a> {
-    let head = &buf[..raw.head_len];
-    let method_len = raw.method.len();
-    let method = &buf[..method_len];
-    // The target and version are located in the first line, as httparse saw them.
+fn finish(head: &[u8]) -> Parsed<'_> {
     let first_line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = trim_cr(&head[..first_line_end]);
-    let target_start = method_len + 1;
-    let target = &buf[target_start..target_start + raw.target.len()];
-    let version = &line[(target_start + raw.target.len() + 1).min(line.len())..];
-    if version.len() != 8 || raw.minor > 1 {
-        return Parsed::Bad("unsupported HTTP version");
-    }
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Parsed::Bad("malformed request line");
+    };
     let Some((path, uri, query, fragment)) = split_target(target) else {
         return Parsed::Bad("invalid request target");
     };
@@ -233,21 +344,12 @@ fn finish<'a>(buf: &'a [u8], raw: RawHead<'_>, _buffer_size: usize) -> Parsed<'a
         };
         let name = line[..colon].to_ascii_lowercase();
         let mut value = &line[colon + 1..];
-        while let [b' ', rest @ ..] = value {
+        while let [b' ' | b'\t', rest @ ..] = value {
             value = rest;
         }
         match name.as_slice() {
-            b"content-length" => {
-                let text = trim_ws(value);
-                if text.is_empty() || !text.iter().all(u8::is_ascii_digit) || text.len() > 18 {
-                    return Parsed::Bad("invalid Content-Length");
-                }
-                let n: u64 = std::str::from_utf8(text)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                content_length = Some(n);
-            }
+            // the first Content-Length counts
+            b"content-length" if content_length.is_none() => content_length = Some(atoi(value)),
             b"transfer-encoding" if trim_ws(value).eq_ignore_ascii_case(b"chunked") => {
                 chunked = true;
             }
@@ -258,10 +360,11 @@ fn finish<'a>(buf: &'a [u8], raw: RawHead<'_>, _buffer_size: usize) -> Parsed<'a
         }
         headers.push((name, value));
     }
-    let body = if chunked {
-        BodyKind::Chunked
-    } else if let Some(n) = content_length {
+    // Content-Length wins over chunked, as in Mongrel2
+    let body = if let Some(n) = content_length {
         BodyKind::Length(n)
+    } else if chunked {
+        BodyKind::Chunked
     } else {
         BodyKind::None
     };
@@ -275,8 +378,24 @@ fn finish<'a>(buf: &'a [u8], raw: RawHead<'_>, _buffer_size: usize) -> Parsed<'a
         headers,
         body,
         expect_continue,
-        head_len: raw.head_len,
+        head_len: head.len(),
     })
+}
+
+/// Content-Length as Mongrel2 reads it (C `atoi`): leading digits count, anything else
+/// (negative values too) is 0.
+fn atoi(value: &[u8]) -> u64 {
+    let v = value.trim_ascii_start();
+    let (neg, digits) = match v.first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let mut n: u64 = 0;
+    for &b in digits.iter().take_while(|b| b.is_ascii_digit()) {
+        n = n.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+    }
+    if neg { 0 } else { n }
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -308,8 +427,14 @@ fn parse_socket_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
             return Parsed::Bad("JSON socket message without a path");
         }
         let body = &msg[sp + 1..];
-        if !body.starts_with(b"{") {
-            return Parsed::Bad("JSON socket message body is not an object");
+        if !body.starts_with(b"{") || !body.ends_with(b"}") {
+            return Parsed::Bad("JSON socket message body is not {...}");
+        }
+        if !path[1..]
+            .iter()
+            .all(|&b| is_target_byte(b) && b != b'?' && b != b'#')
+        {
+            return Parsed::Bad("invalid JSON socket message path");
         }
         Parsed::Socket(SocketMessage {
             kind: SocketMsgKind::Json,
@@ -320,10 +445,14 @@ fn parse_socket_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
     } else {
         let end = msg[1..]
             .iter()
-            .position(|&b| matches!(b, b' ' | b'>' | b'/' | b'\t' | b'\r' | b'\n'))
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
             .map_or(msg.len(), |i| i + 1);
         let path = &msg[..end];
-        if path.len() < 2 || !msg.ends_with(b">") {
+        let next_ok = matches!(
+            msg.get(end),
+            Some(b'/' | b'>') | Some(b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+        );
+        if path.len() < 2 || !next_ok || !msg.ends_with(b">") {
             return Parsed::Bad("malformed XML socket message");
         }
         Parsed::Socket(SocketMessage {
@@ -401,10 +530,34 @@ mod tests {
         assert_eq!(r.body, BodyKind::Chunked);
         let r = req(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
         assert!(r.expect_continue);
-        assert!(matches!(
-            parse_message(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 4096),
-            Parsed::Bad(_)
-        ));
+        // atoi: "x" is 0, "12abc" is 12
+        let r = req(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
+        assert_eq!(r.body, BodyKind::Length(0));
+        let r = req(b"POST / HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n");
+        assert_eq!(r.body, BodyKind::Length(12));
+    }
+
+    #[test]
+    fn mongrel2_quirks() {
+        // control bytes in values are accepted; leading tabs stripped
+        let r = req(b"GET / HTTP/1.1\r\nX-Ctl: a\x01b\r\nX-Tab:\t v\r\n\r\n");
+        assert_eq!(r.headers[0].1, b"a\x01b");
+        assert_eq!(r.headers[1].1, b"v");
+        // the first Content-Length counts, and it wins over chunked; negative is 0
+        let r = req(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(r.body, BodyKind::Length(3));
+        let r = req(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(r.body, BodyKind::Length(3));
+        let r = req(b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n");
+        assert_eq!(r.body, BodyKind::Length(0));
+        // relative target without a scheme; bare LF line ends
+        let r = req(b"GET handler/x?a HTTP/1.1\nHost: h\n\n");
+        assert_eq!((r.path, r.query), (&b"handler/x"[..], Some(&b"a"[..])));
+        // a header line without a colon: Mongrel2 just waits
+        assert_eq!(
+            parse_message(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 4096),
+            Parsed::Incomplete
+        );
     }
 
     #[test]
@@ -415,6 +568,11 @@ mod tests {
             b"GET /a b HTTP/1.1\r\n\r\n",
             b"hello=world",
             b"get / HTTP/1.1\r\n\r\n",
+            b"M-SEARCH / HTTP/1.1\r\n\r\n",
+            b"GET /a\"b HTTP/1.1\r\n\r\n",
+            b"GET /a%zz HTTP/1.1\r\n\r\n",
+            b"GET /a{b} HTTP/1.1\r\n\r\n",
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(parse_message(bad, 4096), Parsed::Bad(_)),

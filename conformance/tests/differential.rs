@@ -1,0 +1,1043 @@
+//! Differential suite: the real Mongrel2 1.12 and fake-mongrel2, loaded from the same config
+//! template (fixtures/mongrel2/differential.conf.in, own ports and chroot each), get the same
+//! scripted exchanges at the same time. For each exchange the frames the test handlers see
+//! (parsed; connection ids, temp-file names and header key order normalised), the upload files,
+//! and the bytes each client receives must be identical; the normalised transcript is an insta
+//! snapshot.
+//!
+//! Uploads send their headers before the body (the real server corrupts bodies that arrive with
+//! the headers, PROTOCOL.md 19c) and wait for upload-start first (case 19 stall).
+
+use conformance::mongrel2::{Client, RealMongrel2, TestHandler, free_port};
+use fake_mongrel2::FakeMongrel2;
+use sha2::Digest as _;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const JSON: usize = 0;
+const TNET: usize = 1;
+const T: Duration = Duration::from_secs(10);
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// A reply target: the connection of client k, or a literal id.
+#[derive(Debug, Clone, Copy)]
+enum Tgt {
+    C(usize),
+    Id(u64),
+}
+
+/// One step of an exchange.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Connect client k.
+    Open(usize),
+    /// Client k writes bytes.
+    Send(usize, Vec<u8>),
+    /// Arrival pattern: wait before the next step.
+    Pause(u64),
+    /// Wait for the next frame on handler h.
+    Frame(usize),
+    /// Wait for n frames on handler h.
+    Frames(usize, usize),
+    /// Handler h replies to targets.
+    Reply(usize, Vec<Tgt>, Vec<u8>),
+    /// Handler h sends raw bytes; `{ck}` is replaced by client k's connection id, then `{len}`
+    /// by the length of the id list that follows `{len}:`.
+    Raw(usize, String),
+    /// Wait until client k holds n bytes (or EOF).
+    Read(usize, usize),
+    /// Wait for EOF on client k.
+    Eof(usize),
+    /// Client k closes.
+    Close(usize),
+    /// Record frames arriving within the settle time.
+    Settle,
+    /// Record the state of the last upload file (size + sha256, or deleted).
+    UploadFile,
+}
+
+use Step::*;
+
+struct Exchange {
+    name: &'static str,
+    steps: Vec<Step>,
+}
+
+fn ex(name: &'static str, steps: Vec<Step>) -> Exchange {
+    Exchange { name, steps }
+}
+
+/// One server under test with its two handlers.
+struct Target {
+    http: SocketAddr,
+    chroot: PathBuf,
+    handlers: Vec<TestHandler>,
+    _real: Option<RealMongrel2>,
+    _fake: Option<(FakeMongrel2, tempfile::TempDir)>,
+}
+
+fn config(ports: &[u16; 5], chroot: &str) -> String {
+    let t =
+        std::fs::read_to_string(conformance::fixtures_dir().join("mongrel2/differential.conf.in"))
+            .expect("config template");
+    t.replace("@PORT@", &ports[0].to_string())
+        .replace("@JSON_SEND@", &ports[1].to_string())
+        .replace("@JSON_RECV@", &ports[2].to_string())
+        .replace("@TNET_SEND@", &ports[3].to_string())
+        .replace("@TNET_RECV@", &ports[4].to_string())
+        .replace("@CHROOT@", chroot)
+}
+
+fn ports() -> [u16; 5] {
+    [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ]
+}
+
+fn handlers(p: &[u16; 5]) -> Vec<TestHandler> {
+    vec![
+        TestHandler::connect(
+            &format!("tcp://127.0.0.1:{}", p[1]),
+            &format!("tcp://127.0.0.1:{}", p[2]),
+        ),
+        TestHandler::connect(
+            &format!("tcp://127.0.0.1:{}", p[3]),
+            &format!("tcp://127.0.0.1:{}", p[4]),
+        ),
+    ]
+}
+
+fn start_real() -> Target {
+    assert!(
+        conformance::mongrel2::real_available(),
+        "the differential suite needs the real Mongrel2: apt-get install -y mongrel2-core sqlite3"
+    );
+    let p = ports();
+    let text = config(&p, RealMongrel2::CHROOT_MARK);
+    let real = RealMongrel2::start(&text, "9a8b7c6d-0000-4000-8000-0000000d1ff0", p[0]);
+    Target {
+        http: real.http_addr,
+        chroot: real.chroot.clone(),
+        handlers: handlers(&p),
+        _real: Some(real),
+        _fake: None,
+    }
+}
+
+fn start_fake() -> Target {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let p = ports();
+    let text = config(&p, &dir.path().display().to_string());
+    let (m2, _warnings) = conformance::fake::start_from_config(&text);
+    Target {
+        http: m2.http_addr(),
+        chroot: dir.path().to_path_buf(),
+        handlers: handlers(&p),
+        _real: None,
+        _fake: Some((m2, dir)),
+    }
+}
+
+/// Runs exchanges on one target, returning one normalised transcript per exchange.
+fn run_all(target: &mut Target, exchanges: &[Exchange]) -> Vec<String> {
+    exchanges.iter().map(|e| run(target, e)).collect()
+}
+
+struct Run<'a> {
+    target: &'a mut Target,
+    clients: Vec<Option<Client>>,
+    ids: HashMap<u64, usize>,
+    uploads: Vec<Vec<u8>>,
+    out: String,
+}
+
+impl Run<'_> {
+    fn norm_id(&self, id: u64) -> String {
+        match self.ids.get(&id) {
+            Some(k) => format!("c{k}"),
+            None if id >= 100_000 => id.to_string(),
+            None => "c?".to_string(),
+        }
+    }
+
+    fn learn(&mut self, id: u64) {
+        if id >= 100_000 || self.ids.contains_key(&id) {
+            return;
+        }
+        let taken: Vec<usize> = self.ids.values().copied().collect();
+        if let Some(k) =
+            (0..self.clients.len()).find(|k| self.clients[*k].is_some() && !taken.contains(k))
+        {
+            self.ids.insert(id, k);
+        }
+    }
+
+    fn record_frame(&mut self, h: usize, frame: &[u8]) {
+        let r = match protocol::parse_request(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(self.out, "[{}] UNPARSABLE {e}: {}", hname(h), show(frame));
+                return;
+            }
+        };
+        self.learn(r.conn_id);
+        let mut headers = BTreeMap::new();
+        for (k, v) in r.headers.iter() {
+            let vals: Vec<String> = v
+                .iter()
+                .map(|x| {
+                    if k.starts_with(b"x-mongrel2-upload-") {
+                        self.upload_name(x)
+                    } else {
+                        show(x)
+                    }
+                })
+                .collect();
+            headers.insert(show(k), vals.join(" | "));
+        }
+        let _ = writeln!(
+            self.out,
+            "[{}] {} id={} path={} protocol={:?}",
+            hname(h),
+            show(r.sender),
+            self.norm_id(r.conn_id),
+            show(r.path),
+            r.protocol
+        );
+        for (k, v) in headers {
+            let _ = writeln!(self.out, "    {k}: {v}");
+        }
+        let _ = writeln!(self.out, "    body({}): {}", r.body.len(), short(r.body));
+    }
+
+    fn upload_name(&mut self, path: &[u8]) -> String {
+        let i = match self.uploads.iter().position(|p| p == path) {
+            Some(i) => i,
+            None => {
+                self.uploads.push(path.to_vec());
+                self.uploads.len() - 1
+            }
+        };
+        format!("/tmp/upload.<{i}>")
+    }
+
+    fn frame(&mut self, h: usize) {
+        match self.target.handlers[h].recv(T) {
+            Some(f) => self.record_frame(h, &f),
+            None => {
+                let _ = writeln!(self.out, "[{}] NO FRAME within {T:?}", hname(h));
+            }
+        }
+    }
+
+    /// Records frames until both handlers have been quiet for [`SETTLE`].
+    fn settle(&mut self) {
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < SETTLE {
+            let mut any = false;
+            for h in [JSON, TNET] {
+                while let Some(f) = self.target.handlers[h].try_recv() {
+                    self.record_frame(h, &f);
+                    any = true;
+                }
+            }
+            if any {
+                quiet_since = Instant::now();
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    fn id_of(&self, t: Tgt) -> u64 {
+        match t {
+            Tgt::Id(id) => id,
+            Tgt::C(k) => {
+                *self
+                    .ids
+                    .iter()
+                    .find(|(_, c)| **c == k)
+                    .unwrap_or_else(|| panic!("client {k} has no connection id yet"))
+                    .0
+            }
+        }
+    }
+
+    fn client(&mut self, k: usize) -> &mut Client {
+        self.clients[k]
+            .as_mut()
+            .unwrap_or_else(|| panic!("client {k} is not open"))
+    }
+
+    fn step(&mut self, s: &Step) {
+        match s {
+            Open(k) => {
+                if self.clients.len() <= *k {
+                    self.clients.resize_with(k + 1, || None);
+                }
+                self.clients[*k] = Some(Client::connect(self.target.http));
+            }
+            Send(k, bytes) => {
+                let ok = self.client(*k).send(bytes);
+                if !ok {
+                    let _ = writeln!(self.out, "client {k}: send failed");
+                }
+            }
+            Pause(ms) => std::thread::sleep(Duration::from_millis(*ms)),
+            Frame(h) => self.frame(*h),
+            Frames(h, n) => {
+                for _ in 0..*n {
+                    self.frame(*h);
+                }
+            }
+            Reply(h, tgts, payload) => {
+                if let Some(Tgt::C(k)) = tgts
+                    .iter()
+                    .find(|t| matches!(t, Tgt::C(k) if !self.ids.values().any(|c| c == k)))
+                {
+                    let _ = writeln!(self.out, "no reply: client {k} has no connection id");
+                    return;
+                }
+                let ids: Vec<u64> = tgts.iter().map(|t| self.id_of(*t)).collect();
+                self.target.handlers[*h].reply(&ids, payload);
+            }
+            Raw(h, text) => {
+                let mut text = text.clone();
+                for k in 0..self.clients.len() {
+                    if text.contains(&format!("{{c{k}}}")) {
+                        let id = self.id_of(Tgt::C(k)).to_string();
+                        text = text.replace(&format!("{{c{k}}}"), &id);
+                    }
+                }
+                if let Some(at) = text.find("{len}:") {
+                    let rest = &text[at + 6..];
+                    let n = rest.find(',').unwrap_or(rest.len());
+                    text = text.replacen("{len}", &n.to_string(), 1);
+                }
+                self.target.handlers[*h].send_raw(text.as_bytes());
+            }
+            Read(k, n) => {
+                self.client(*k).read_at_least(*n, T);
+            }
+            Eof(k) => {
+                let eof = self.client(*k).read_to_eof(T);
+                let _ = writeln!(self.out, "client {k}: eof={eof}");
+            }
+            Close(k) => {
+                if let Some(c) = self.clients[*k].take() {
+                    self.record_client(*k, c);
+                }
+            }
+            Settle => self.settle(),
+            UploadFile => {
+                let Some(path) = self.uploads.last().cloned() else {
+                    let _ = writeln!(self.out, "upload file: none announced");
+                    return;
+                };
+                let name = self.upload_name(&path);
+                let host = conformance::mongrel2::host_path(&self.target.chroot, &path);
+                // the server may still be closing it: wait for the size to be stable
+                let _ = match std::fs::read(&host) {
+                    Ok(bytes) => writeln!(
+                        self.out,
+                        "upload file {name}: {} bytes sha256 {}",
+                        bytes.len(),
+                        hex(&sha2::Sha256::digest(&bytes))
+                    ),
+                    Err(_) => writeln!(self.out, "upload file {name}: absent"),
+                };
+            }
+        }
+    }
+
+    fn record_client(&mut self, k: usize, mut c: Client) {
+        c.read_for(Duration::from_millis(150));
+        let _ = writeln!(
+            self.out,
+            "client {k} received {} bytes, eof={}: {}",
+            c.received.len(),
+            c.eof,
+            short(&c.received)
+        );
+    }
+}
+
+fn run(target: &mut Target, e: &Exchange) -> String {
+    let mut r = Run {
+        target,
+        clients: Vec::new(),
+        ids: HashMap::new(),
+        uploads: Vec::new(),
+        out: String::new(),
+    };
+    let _ = writeln!(r.out, "exchange {}", e.name);
+    for s in &e.steps {
+        r.step(s);
+    }
+    r.settle();
+    for k in 0..r.clients.len() {
+        if let Some(c) = r.clients[k].take() {
+            r.record_client(k, c);
+        }
+    }
+    r.settle();
+    r.out
+}
+
+fn hname(h: usize) -> &'static str {
+    if h == JSON { "json" } else { "tnet" }
+}
+
+fn show(b: &[u8]) -> String {
+    fake_mongrel2::trace::readable(b)
+}
+
+fn short(b: &[u8]) -> String {
+    if b.len() <= 600 {
+        show(b)
+    } else {
+        format!(
+            "{} ... [{} bytes, sha256 {}]",
+            show(&b[..200]),
+            b.len(),
+            hex(&sha2::Sha256::digest(b))
+        )
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs `exchanges` on the real server and on the fake at the same time, asserts the
+/// transcripts are identical, and snapshots them.
+fn differential(group: &str, exchanges: Vec<Exchange>) {
+    let started = Instant::now();
+    let (real, fake) = std::thread::scope(|s| {
+        let r = s.spawn(|| run_all(&mut start_real(), &exchanges));
+        let f = s.spawn(|| run_all(&mut start_fake(), &exchanges));
+        let f = f.join();
+        let r = r.join();
+        match (r, f) {
+            (Ok(r), Ok(f)) => (r, f),
+            (r, f) => panic!(
+                "a run failed (real ok: {}, fake ok: {}); see the panic above",
+                r.is_ok(),
+                f.is_ok()
+            ),
+        }
+    });
+    let mut mismatches = Vec::new();
+    for ((e, r), f) in exchanges.iter().zip(&real).zip(&fake) {
+        if r != f {
+            mismatches.push(format!(
+                "=== {group}/{}: real Mongrel2 ===\n{r}\n=== fake-mongrel2 ===\n{f}",
+                e.name
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} exchanges differ:\n{}",
+        mismatches.len(),
+        exchanges.len(),
+        mismatches.join("\n")
+    );
+    for (e, f) in exchanges.iter().zip(&fake) {
+        insta::assert_snapshot!(format!("{group}__{}", e.name), f);
+    }
+    eprintln!(
+        "{group}: {} exchanges in {:?}",
+        exchanges.len(),
+        started.elapsed()
+    );
+}
+
+fn case_bytes(case: &str) -> Vec<u8> {
+    let dir = conformance::fixtures_dir()
+        .join("mongrel2/cases")
+        .join(case);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("client") && n.ends_with("-sent.bin"))
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 1, "case {case}: expected one client");
+    std::fs::read(&files[0]).unwrap()
+}
+
+fn ok(text: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    )
+    .into_bytes()
+}
+
+/// One client, one request (raw bytes), one reply, then the client closes.
+fn simple(name: &'static str, h: usize, bytes: Vec<u8>) -> Exchange {
+    let reply = ok(name);
+    let n = reply.len();
+    ex(
+        name,
+        vec![
+            Open(0),
+            Send(0, bytes),
+            Frame(h),
+            Reply(h, vec![Tgt::C(0)], reply),
+            Read(0, n),
+            Close(0),
+        ],
+    )
+}
+
+/// One client sends bytes that the server rejects (no frame expected).
+fn rejected(name: &'static str, bytes: Vec<u8>) -> Exchange {
+    ex(name, vec![Open(0), Send(0, bytes), Eof(0), Close(0)])
+}
+
+/// Sends bytes and records whatever happens (frames, answer, EOF) without a reply.
+fn probe(name: &'static str, bytes: &[u8]) -> Exchange {
+    ex(
+        name,
+        vec![Open(0), Send(0, bytes.to_vec()), Settle, Close(0)],
+    )
+}
+
+fn get(path: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").into_bytes()
+}
+
+#[test]
+fn requests() {
+    let mut v = vec![
+        simple("01_get_query", JSON, case_bytes("01_get_query")),
+        simple("02_get_fragment", JSON, case_bytes("02_get_fragment")),
+        simple("03_get_root_route", JSON, case_bytes("03_get_root_route")),
+        simple("04_head", JSON, case_bytes("04_head")),
+        simple("05_post_form", JSON, case_bytes("05_post_form")),
+        simple("06_post_json", JSON, case_bytes("06_post_json")),
+        simple("07_put", JSON, case_bytes("07_put")),
+        simple("08_post_empty_body", JSON, case_bytes("08_post_empty_body")),
+        simple(
+            "09_duplicate_headers",
+            JSON,
+            case_bytes("09_duplicate_headers"),
+        ),
+        simple(
+            "10_mixed_case_headers",
+            JSON,
+            case_bytes("10_mixed_case_headers"),
+        ),
+        simple("13_http10", JSON, case_bytes("13_http10")),
+        simple(
+            "14_connection_close_header",
+            JSON,
+            case_bytes("14_connection_close_header"),
+        ),
+        simple(
+            "17_post_at_limit_2048",
+            JSON,
+            case_bytes("17_post_at_limit_2048"),
+        ),
+        simple(
+            "26_many_headers_3000_bytes",
+            JSON,
+            case_bytes("26_many_headers_3000_bytes"),
+        ),
+        simple("30_long_path_300", JSON, case_bytes("30_long_path_300")),
+        simple("35_tnet_get_dups", TNET, case_bytes("35_tnet_get_dups")),
+        simple("36_tnet_post_json", TNET, case_bytes("36_tnet_post_json")),
+    ];
+    for (name, method) in [
+        ("m_delete", "DELETE"),
+        ("m_patch", "PATCH"),
+        ("m_purge", "PURGE"),
+        ("m_options", "OPTIONS"),
+        ("m_digits", "M2SEARCH"),
+    ] {
+        v.push(simple(
+            name,
+            JSON,
+            format!("{method} /handler/item/7 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc").into_bytes(),
+        ));
+    }
+    v.push(simple(
+        "abs_form_31",
+        JSON,
+        get("http://example.com/handler/abs?x=1", ""),
+    ));
+    v.push(simple(
+        "header_edges",
+        JSON,
+        get(
+            "/handler/edges",
+            "X-Pad:    padded   \r\nX-Empty:\r\nX-Quote: a\"b\\c\r\nX-Tab: a\tb\r\nX-Raw: café\r\nX-Forwarded-For: 10.9.8.7\r\nMETHOD: spoof\r\nPATH: spoof\r\n",
+        ),
+    ));
+    v.push(simple(
+        "header_invalid_utf8",
+        JSON,
+        [
+            &b"GET /handler/raw HTTP/1.1\r\nHost: localhost\r\n"[..],
+            b"X-Bin: \xff\xfe\r\n\r\n",
+        ]
+        .concat(),
+    ));
+    v.push(simple(
+        "no_host_http10",
+        JSON,
+        b"GET /handler/h10 HTTP/1.0\r\n\r\n".to_vec(),
+    ));
+    v.push(simple("query_empty", JSON, get("/handler/q?", "")));
+    v.push(simple("fragment_only", JSON, get("/handler/f#", "")));
+    v.push(simple(
+        "encoded_path",
+        JSON,
+        get("/handler/%2e%2e/%00/caf%C3%A9?a=%20&b", ""),
+    ));
+    v.push(simple(
+        "tnet_query_fragment",
+        TNET,
+        get("/tnet/x?y=1#z", "Cookie: a=1\r\nCookie: b=2\r\n"),
+    ));
+    differential("requests", v);
+}
+
+#[test]
+fn connections_and_errors() {
+    let mut pipelined = Vec::new();
+    for p in ["/handler/p1", "/handler/p2", "/handler/p3"] {
+        pipelined.extend(get(p, ""));
+    }
+    let v = vec![
+        ex(
+            "15_keepalive_two_requests",
+            vec![
+                Open(0),
+                Send(0, get("/handler/one", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("one")),
+                Read(0, ok("one").len()),
+                Send(0, get("/handler/two", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("two")),
+                Read(0, ok("one").len() + ok("two").len()),
+            ],
+        ),
+        ex(
+            "16_pipelined",
+            vec![
+                Open(0),
+                Send(0, pipelined),
+                Frames(JSON, 3),
+                Reply(JSON, vec![Tgt::C(0)], ok("1")),
+                Reply(JSON, vec![Tgt::C(0)], ok("2")),
+                Reply(JSON, vec![Tgt::C(0)], ok("3")),
+                Read(0, 3 * ok("1").len()),
+            ],
+        ),
+        ex(
+            "24_body_without_content_length",
+            vec![Open(0), Send(0, case_bytes("24_body_without_content_length")), Frame(JSON), Eof(0), Frame(JSON), Reply(JSON, vec![Tgt::C(0)], ok("late")), Frame(JSON)],
+        ),
+        rejected("25_too_large_header", case_bytes("25_too_large_header")),
+        rejected("27_malformed_request_line", case_bytes("27_malformed_request_line")),
+        rejected("28_malformed_version", case_bytes("28_malformed_version")),
+        rejected("29_space_in_path", case_bytes("29_space_in_path")),
+        rejected("options_star_404", b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        rejected("lowercase_method", b"get /handler/x HTTP/1.1\r\n\r\n".to_vec()),
+        ex(
+            "non_numeric_content_length",
+            vec![Open(0), Send(0, b"POST /handler/x HTTP/1.1\r\nContent-Length: abc\r\n\r\n".to_vec()), Frame(JSON), Settle],
+        ),
+        ex(
+            "400_after_a_good_request",
+            vec![
+                Open(0),
+                Send(0, get("/handler/good", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("good")),
+                Read(0, ok("good").len()),
+                Send(0, b"BAD LINE\r\n\r\n".to_vec()),
+                Eof(0),
+                Frame(JSON),
+            ],
+        ),
+        ex(
+            "33_disconnect_mid_request",
+            vec![Open(0), Send(0, case_bytes("33_disconnect_mid_request")), Pause(100), Close(0), Settle],
+        ),
+        ex(
+            "34_disconnect_after_request",
+            vec![Open(0), Send(0, get("/handler/gone", "")), Frame(JSON), Close(0), Frame(JSON)],
+        ),
+        ex(
+            "disconnect_after_reply",
+            vec![
+                Open(0),
+                Send(0, get("/handler/x", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("x")),
+                Read(0, ok("x").len()),
+                Close(0),
+                Frame(JSON),
+            ],
+        ),
+        ex(
+            "disconnect_mid_body",
+            vec![
+                Open(0),
+                Send(0, b"POST /handler/body HTTP/1.1\r\nContent-Length: 100\r\n\r\nhalf".to_vec()),
+                Pause(100),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "32_expect_continue_inline",
+            vec![
+                Open(0),
+                Send(0, b"POST /handler/exp HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n".to_vec()),
+                Read(0, 25),
+                Send(0, b"hello".to_vec()),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("exp")),
+                Read(0, 25 + ok("exp").len()),
+            ],
+        ),
+        ex(
+            "38_json_socket_msg",
+            vec![
+                Open(0),
+                Send(0, b"@chat {\"type\":\"join\",\"name\":\"zed\"}\0".to_vec()),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], br#"{"type":"joined"}"#.to_vec()),
+                Read(0, 24),
+                Send(0, b"@chat {\"type\":\"ping\"}\0".to_vec()),
+                Settle,
+            ],
+        ),
+        ex(
+            "39_xml_socket_msg",
+            vec![Open(0), Send(0, case_bytes("39_xml_socket_msg")), Frame(JSON), Close(0), Frame(JSON)],
+        ),
+    ];
+    let mut v = v;
+    v.extend([
+        probe("p_method_with_dash", b"M-SEARCH /handler/x HTTP/1.1\r\n\r\n"),
+        probe("p_target_quote", b"GET /handler/a\"b HTTP/1.1\r\n\r\n"),
+        probe("p_target_braces", b"GET /handler/a{b} HTTP/1.1\r\n\r\n"),
+        probe("p_target_bad_percent", b"GET /handler/a%zz HTTP/1.1\r\n\r\n"),
+        probe("p_target_raw_utf8", b"GET /handler/caf\xc3\xa9 HTTP/1.1\r\n\r\n"),
+        probe("p_target_noscheme", b"GET handler/x HTTP/1.1\r\n\r\n"),
+        probe("p_http2_version", b"GET /handler/x HTTP/2.0\r\n\r\n"),
+        probe("p_bare_lf", b"GET /handler/lf HTTP/1.1\nHost: localhost\nX-A:  b \n\n"),
+        probe("p_header_leading_tab", b"GET /handler/t HTTP/1.1\r\nX-Tab:\t \tv\t\r\n\r\n"),
+        probe("p_header_ctl_byte", b"GET /handler/c HTTP/1.1\r\nX-Ctl: a\x01b\r\n\r\n"),
+        probe("p_header_obs_fold", b"GET /handler/f HTTP/1.1\r\nX-Fold: a\r\n b\r\n\r\n"),
+        probe("p_header_no_colon", b"GET /handler/n HTTP/1.1\r\nNoColon\r\n\r\n"),
+        probe("p_header_space_in_name", b"GET /handler/n HTTP/1.1\r\nX Y: z\r\n\r\n"),
+        probe("p_negative_content_length", b"POST /handler/n HTTP/1.1\r\nContent-Length: -5\r\n\r\n"),
+        probe("p_two_content_lengths", b"POST /handler/n HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde"),
+        probe("p_cl_and_chunked", b"POST /handler/n HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+        probe("p_json_socket_no_route", b"@nochat {\"a\":1}\0"),
+        probe("p_json_socket_not_object", b"@chat [1,2]\0"),
+        probe("p_xml_socket_no_route", b"<other a=\"1\"/>\0"),
+        probe("p_empty_line_first", b"\r\nGET /handler/x HTTP/1.1\r\n\r\n"),
+        probe("p_http10_keepalive_pipelined", b"GET /handler/a HTTP/1.0\r\n\r\nGET /handler/b HTTP/1.0\r\n\r\n"),
+    ]);
+    differential("connections", v);
+}
+
+fn upload_head(path: &str, len: usize, extra: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+fn body(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
+}
+
+/// Headers, wait for upload-start, body in `pieces` writes, wait for upload-done, reply.
+fn upload(name: &'static str, h: usize, path: &str, len: usize, pieces: usize) -> Exchange {
+    let data = body(len, len as u8);
+    let mut steps = vec![Open(0), Send(0, upload_head(path, len, "")), Frame(h)];
+    let size = len.div_ceil(pieces.max(1));
+    for part in data.chunks(size.max(1)) {
+        steps.push(Send(0, part.to_vec()));
+        if pieces > 1 {
+            steps.push(Pause(20));
+        }
+    }
+    steps.extend([
+        Frame(h),
+        UploadFile,
+        Reply(h, vec![Tgt::C(0)], ok(name)),
+        Read(0, ok(name).len()),
+    ]);
+    ex(name, steps)
+}
+
+#[test]
+fn uploads() {
+    let chunked =
+        b"POST /handler/chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    let v = vec![
+        upload("18_upload_10000_in_pieces", JSON, "/handler/up", 10000, 4),
+        upload(
+            "19b_upload_2049_headers_first",
+            JSON,
+            "/handler/up",
+            2049,
+            1,
+        ),
+        upload("upload_100k", JSON, "/handler/up", 100_000, 1),
+        upload("upload_1mib_many_writes", JSON, "/handler/up", 1 << 20, 64),
+        upload("37_tnet_upload", TNET, "/tnet/up", 5000, 2),
+        ex(
+            "20_upload_handler_kills",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/killme", 20000, "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], Vec::new()),
+                Eof(0),
+                Settle,
+                UploadFile,
+            ],
+        ),
+        ex(
+            "21_upload_client_disconnects",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/leave", 50000, "")),
+                Frame(JSON),
+                Send(0, body(3000, 1)),
+                Pause(100),
+                Close(0),
+                Frame(JSON),
+                UploadFile,
+            ],
+        ),
+        ex(
+            "23_chunked_upload",
+            vec![
+                Open(0),
+                Send(0, chunked),
+                Frame(JSON),
+                Send(0, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec()),
+                Frame(JSON),
+                UploadFile,
+                Reply(JSON, vec![Tgt::C(0)], ok("chunked")),
+                Read(0, ok("chunked").len()),
+            ],
+        ),
+        ex(
+            "upload_expect_continue",
+            vec![
+                Open(0),
+                Send(
+                    0,
+                    upload_head("/handler/exp", 3000, "Expect: 100-continue\r\n"),
+                ),
+                Frame(JSON),
+                Read(0, 25),
+                Send(0, body(3000, 3)),
+                Frame(JSON),
+                UploadFile,
+            ],
+        ),
+        ex(
+            "upload_then_keepalive_get",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/up", 4000, "")),
+                Frame(JSON),
+                Send(0, body(4000, 9)),
+                Frame(JSON),
+                UploadFile,
+                Reply(JSON, vec![Tgt::C(0)], ok("up")),
+                Read(0, ok("up").len()),
+                Send(0, get("/handler/after", "")),
+                Frame(JSON),
+            ],
+        ),
+    ];
+    differential("uploads", v);
+}
+
+#[test]
+fn replies() {
+    let ids127: Vec<Tgt> = std::iter::once(Tgt::C(0))
+        .chain((0..127).map(|i| Tgt::Id(700_000 + i)))
+        .collect();
+    let ids129: String = std::iter::once("{c0}".to_string())
+        .chain((0..128).map(|i| (800_000 + i).to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let v = vec![
+        ex(
+            "40_resp_multi_id_broadcast",
+            vec![
+                Open(0),
+                Send(0, get("/handler/b0", "")),
+                Frame(JSON),
+                Open(1),
+                Send(1, get("/handler/b1", "")),
+                Frame(JSON),
+                Open(2),
+                Send(2, get("/handler/b2", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0), Tgt::C(1), Tgt::C(2)], ok("all")),
+                Read(0, ok("all").len()),
+                Read(1, ok("all").len()),
+                Read(2, ok("all").len()),
+            ],
+        ),
+        ex(
+            "41_resp_streaming_parts",
+            vec![
+                Open(0),
+                Send(0, get("/handler/stream", "")),
+                Frame(JSON),
+                Reply(
+                    JSON,
+                    vec![Tgt::C(0)],
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+                ),
+                Reply(JSON, vec![Tgt::C(0)], b"5\r\npart1\r\n".to_vec()),
+                Pause(50),
+                Reply(JSON, vec![Tgt::C(0)], b"5\r\npart2\r\n".to_vec()),
+                Reply(JSON, vec![Tgt::C(0)], b"0\r\n\r\n".to_vec()),
+                Reply(JSON, vec![Tgt::C(0)], Vec::new()),
+                Eof(0),
+            ],
+        ),
+        ex(
+            "42_resp_zero_length_only",
+            vec![
+                Open(0),
+                Send(0, get("/handler/zero", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], Vec::new()),
+                Eof(0),
+            ],
+        ),
+        ex(
+            "43_resp_unknown_id",
+            vec![
+                Reply(JSON, vec![Tgt::Id(424_242)], ok("nobody")),
+                Frame(JSON),
+            ],
+        ),
+        ex(
+            "44_resp_to_closed_id",
+            vec![
+                Open(0),
+                Send(0, get("/handler/gone", "")),
+                Frame(JSON),
+                Close(0),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("too late")),
+                Frame(JSON),
+            ],
+        ),
+        ex(
+            "45_resp_128_ids",
+            vec![
+                Open(0),
+                Send(0, get("/handler/128", "")),
+                Frame(JSON),
+                Reply(JSON, ids127, ok("128")),
+                Read(0, ok("128").len()),
+                Frames(JSON, 127),
+            ],
+        ),
+        ex(
+            "46_resp_129_ids",
+            vec![
+                Open(0),
+                Send(0, get("/handler/129", "")),
+                Frame(JSON),
+                Raw(
+                    JSON,
+                    format!("conformance-handler {{len}}:{ids129}, TOO MANY"),
+                ),
+                Settle,
+            ],
+        ),
+        ex(
+            "47_same_id_twice",
+            vec![
+                Open(0),
+                Send(0, get("/handler/twice", "")),
+                Frame(JSON),
+                Raw(JSON, "conformance-handler {len}:{c0} {c0}, PART;".into()),
+                Read(0, 10),
+            ],
+        ),
+        ex(
+            "49_malformed_replies_dropped",
+            vec![
+                Open(0),
+                Send(0, get("/handler/bad", "")),
+                Frame(JSON),
+                Raw(JSON, "conformance-handler 9:{c0}, B;".into()),
+                Raw(JSON, "conformance-handler {len}:{c0},C;".into()),
+                Raw(JSON, "conformance-handler {len}:{c0}, A;".into()),
+                Read(0, 2),
+            ],
+        ),
+        ex(
+            "50_resp_tnet_handler_reply",
+            vec![
+                Open(0),
+                Send(0, get("/tnet/r", "")),
+                Frame(TNET),
+                Reply(TNET, vec![Tgt::C(0)], ok("tnet")),
+                Read(0, ok("tnet").len()),
+            ],
+        ),
+        ex(
+            "51_resp_cross_handler",
+            vec![
+                Open(0),
+                Send(0, get("/tnet/cross", "")),
+                Frame(TNET),
+                Reply(JSON, vec![Tgt::C(0)], ok("cross")),
+                Read(0, ok("cross").len()),
+            ],
+        ),
+        ex(
+            "reply_uuid_not_checked",
+            vec![
+                Open(0),
+                Send(0, get("/handler/uuid", "")),
+                Frame(JSON),
+                Raw(JSON, "some-other-uuid-0000 {len}:{c0}, A;".into()),
+                Read(0, 2),
+            ],
+        ),
+    ];
+    differential("replies", v);
+}
