@@ -9,9 +9,11 @@
 //!
 //! Publishing never blocks a request: frames are sent with `ZMQ_DONTWAIT`, the socket has a
 //! bounded send queue (`ZMQ_SNDHWM`) and `ZMQ_XPUB_NODROP`, so a full queue makes the send
-//! fail instead of silently discarding; such events are counted as dropped and the running
-//! count travels in every `post` event (`dropped`). Events published before a subscriber is
-//! connected are lost by ZeroMQ's design and not counted.
+//! fail instead of silently discarding. The socket is an XPUB (a PUB that sees its
+//! subscribers), so the worker knows when no collector listens: events it cannot deliver, for
+//! either reason, are counted as dropped and the running count travels in every `post` event
+//! (`dropped`). At start the worker waits up to [`SUBSCRIBE_WAIT`] for a collector's
+//! subscription, so that a collector already running loses no event.
 //!
 //! Event fields (all integers are decimal JSON numbers; times in microseconds since the Unix
 //! epoch):
@@ -28,6 +30,11 @@ use serde::Deserialize;
 pub const SEND_HWM: i32 = 10_000;
 /// How long unsent events may delay the worker's exit.
 pub const LINGER_MS: i32 = 500;
+/// How long [`MetricsPublisher::open`] waits for a collector's subscription.
+pub const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Subscription changes are looked at every this many events (and before each event while
+/// nobody listens).
+const RECHECK_EVERY: u32 = 256;
 
 /// A metrics socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +226,9 @@ pub fn encode_post(out: &mut Vec<u8>, pid: u32, seq: u64, dropped: u64, ev: &Pos
 /// The worker's end of the metrics stream.
 pub struct MetricsPublisher {
     socket: zmq::Socket,
+    incoming: zmq::Message,
+    subscribed: bool,
+    since_check: u32,
     buf: Vec<u8>,
     pid: u32,
     seq: u64,
@@ -233,6 +243,7 @@ impl std::fmt::Debug for MetricsPublisher {
             .field("seq", &self.seq)
             .field("sent", &self.sent)
             .field("dropped", &self.dropped)
+            .field("subscribed", &self.subscribed)
             .finish()
     }
 }
@@ -258,13 +269,23 @@ fn set_nodrop(socket: &mut zmq::Socket) -> Result<(), zmq::Error> {
 }
 
 impl MetricsPublisher {
-    /// A PUB socket connected to `endpoint` (or bound, for `bind:ENDPOINT`).
+    /// An XPUB socket connected to `endpoint` (or bound, for `bind:ENDPOINT`); waits up to
+    /// [`SUBSCRIBE_WAIT`] for a collector to subscribe.
     pub fn open(ctx: &zmq::Context, endpoint: &str) -> Result<Self, MetricsError> {
+        Self::open_waiting(ctx, endpoint, SUBSCRIBE_WAIT)
+    }
+
+    /// [`MetricsPublisher::open`] with another subscription wait (zero: none).
+    pub fn open_waiting(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        wait: std::time::Duration,
+    ) -> Result<Self, MetricsError> {
         let err = |source| MetricsError::Zmq {
             endpoint: endpoint.to_owned(),
             source,
         };
-        let mut socket = ctx.socket(zmq::PUB).map_err(err)?;
+        let mut socket = ctx.socket(zmq::XPUB).map_err(err)?;
         socket.set_sndhwm(SEND_HWM).map_err(err)?;
         socket.set_linger(LINGER_MS).map_err(err)?;
         set_nodrop(&mut socket).map_err(err)?;
@@ -272,14 +293,35 @@ impl MetricsPublisher {
             Some(bind) => socket.bind(bind).map_err(err)?,
             None => socket.connect(endpoint).map_err(err)?,
         }
-        Ok(MetricsPublisher {
+        let mut publisher = MetricsPublisher {
             socket,
+            incoming: zmq::Message::new(),
+            subscribed: false,
+            since_check: 0,
             buf: Vec::with_capacity(512),
             pid: std::process::id(),
             seq: 0,
             sent: 0,
             dropped: 0,
-        })
+        };
+        let deadline = std::time::Instant::now() + wait;
+        while !publisher.subscribed {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut items = [publisher.socket.as_poll_item(zmq::POLLIN)];
+            if zmq::poll(&mut items, left.as_millis().max(1) as i64).is_err() {
+                break;
+            }
+            publisher.check_subscriptions();
+        }
+        if !publisher.subscribed {
+            tracing::warn!(
+                "metrics: no collector subscribed at {endpoint} yet (start `wsgid stats --bind`); events are counted as dropped until one does"
+            );
+        }
+        Ok(publisher)
     }
 
     /// The endpoint actually bound (`bind:` endpoints with a `*` port), if any.
@@ -287,7 +329,31 @@ impl MetricsPublisher {
         self.socket.get_last_endpoint().ok().and_then(Result::ok)
     }
 
+    /// Whether a collector listens (as of the last check).
+    pub fn subscribed(&self) -> bool {
+        self.subscribed
+    }
+
+    fn check_subscriptions(&mut self) {
+        while self.socket.recv(&mut self.incoming, zmq::DONTWAIT).is_ok() {
+            match self.incoming.first() {
+                Some(1) => self.subscribed = true,
+                Some(0) => self.subscribed = false,
+                _ => {}
+            }
+        }
+    }
+
     fn send_buf(&mut self) {
+        self.since_check += 1;
+        if !self.subscribed || self.since_check >= RECHECK_EVERY {
+            self.since_check = 0;
+            self.check_subscriptions();
+            if !self.subscribed {
+                self.dropped += 1;
+                return;
+            }
+        }
         match self.socket.send(&self.buf[..], zmq::DONTWAIT) {
             Ok(()) => self.sent += 1,
             Err(_) => self.dropped += 1,
@@ -404,32 +470,67 @@ mod tests {
         );
     }
 
-    #[test]
-    fn publisher_reaches_a_bound_subscriber_and_counts_nothing_dropped() {
-        let ctx = zmq::Context::new();
-        let sub = ctx.socket(zmq::SUB).unwrap();
-        sub.set_subscribe(b"").unwrap();
-        sub.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = sub.get_last_endpoint().unwrap().unwrap();
-        let mut publisher = MetricsPublisher::open(&ctx, &endpoint).unwrap();
-        sub.set_rcvtimeo(100).unwrap();
-        // Slow joiner: publish until the subscription has arrived.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let first = loop {
-            let seq = publisher.pre(&pre_ev());
-            if let Ok(frame) = sub.recv_bytes(0) {
-                break (seq, frame);
+    /// A SUB socket bound on an ephemeral port, serviced by its own thread (a ZeroMQ socket
+    /// only handles new connections when its owner calls into it, as `wsgid stats` does).
+    struct Collector {
+        endpoint: String,
+        frames: std::sync::mpsc::Receiver<Vec<u8>>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Collector {
+        fn start(ctx: &zmq::Context) -> Collector {
+            let sub = ctx.socket(zmq::SUB).unwrap();
+            sub.set_subscribe(b"").unwrap();
+            sub.set_rcvtimeo(20).unwrap();
+            sub.bind("tcp://127.0.0.1:*").unwrap();
+            let endpoint = sub.get_last_endpoint().unwrap().unwrap();
+            let (tx, frames) = std::sync::mpsc::channel();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopping = stop.clone();
+            std::thread::spawn(move || {
+                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(frame) = sub.recv_bytes(0)
+                        && tx.send(frame).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            Collector {
+                endpoint,
+                frames,
+                stop,
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no event arrived in 10 s"
-            );
-        };
-        assert!(matches!(Event::parse(&first.1).unwrap(), Event::Pre { .. }));
-        // Drain whatever else of the warm-up arrived.
-        while sub.recv_bytes(0).is_ok() {}
-        sub.set_rcvtimeo(5000).unwrap();
-        for i in 0..100u64 {
+        }
+
+        fn next(&self) -> Event {
+            let frame = self
+                .frames
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("an event within 10 s");
+            Event::parse(&frame).unwrap()
+        }
+    }
+
+    impl Drop for Collector {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn publisher_reaches_a_collector_and_counts_nothing_dropped() {
+        let ctx = zmq::Context::new();
+        let collector = Collector::start(&ctx);
+        let mut publisher = MetricsPublisher::open_waiting(
+            &ctx,
+            &collector.endpoint,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(publisher.subscribed());
+        for i in 0..1000u64 {
             let seq = publisher.pre(&pre_ev());
             publisher.post(
                 seq,
@@ -443,35 +544,36 @@ mod tests {
                 },
             );
         }
-        let mut posts = 0;
-        let mut pres = 0;
-        while pres + posts < 200 {
-            let frame = sub.recv_bytes(0).expect("every event arrives");
-            match Event::parse(&frame).unwrap() {
-                Event::Pre { .. } => pres += 1,
+        let (mut pres, mut posts) = (0, 0);
+        while pres + posts < 2000 {
+            match collector.next() {
+                Event::Pre { seq, .. } => {
+                    pres += 1;
+                    assert_eq!(seq, pres);
+                }
                 Event::Post { dropped, .. } => {
                     assert_eq!(dropped, 0);
                     posts += 1
                 }
             }
         }
-        assert_eq!((pres, posts), (100, 100));
+        assert_eq!((pres, posts), (1000, 1000));
         assert_eq!(publisher.dropped(), 0);
     }
 
     #[test]
     fn a_full_queue_counts_drops_and_never_blocks() {
         let ctx = zmq::Context::new();
-        // A subscriber that never reads, with tiny buffers.
+        // A subscriber that takes the connection and its first event, then never reads.
         let sub = ctx.socket(zmq::SUB).unwrap();
         sub.set_subscribe(b"").unwrap();
         sub.set_rcvhwm(1).unwrap();
         sub.set_rcvbuf(1024).unwrap();
         sub.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = sub.get_last_endpoint().unwrap().unwrap();
-        let mut publisher = MetricsPublisher::open(&ctx, &endpoint).unwrap();
-        // Wait until the subscription has arrived (slow joiner), then stop reading.
         sub.set_rcvtimeo(100).unwrap();
+        let endpoint = sub.get_last_endpoint().unwrap().unwrap();
+        let mut publisher =
+            MetricsPublisher::open_waiting(&ctx, &endpoint, std::time::Duration::ZERO).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             publisher.pre(&pre_ev());
@@ -483,9 +585,10 @@ mod tests {
                 "no event arrived in 10 s"
             );
         }
+        let dropped_before = publisher.dropped();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         // Keep publishing until ZeroMQ refuses: the HWM plus the kernel buffers fill up.
-        while publisher.dropped() == 0 {
+        while publisher.dropped() == dropped_before {
             publisher.pre(&pre_ev());
             assert!(
                 std::time::Instant::now() < deadline,
@@ -494,6 +597,34 @@ mod tests {
             );
         }
         assert!(publisher.sent() > 0);
+    }
+
+    #[test]
+    fn without_a_collector_events_count_as_dropped() {
+        let ctx = zmq::Context::new();
+        let mut publisher =
+            MetricsPublisher::open_waiting(&ctx, "tcp://127.0.0.1:9", std::time::Duration::ZERO)
+                .unwrap();
+        assert!(!publisher.subscribed());
+        publisher.pre(&pre_ev());
+        publisher.pre(&pre_ev());
+        assert_eq!((publisher.sent(), publisher.dropped()), (0, 2));
+    }
+
+    #[test]
+    fn open_waits_for_the_collector_so_the_first_event_arrives() {
+        let ctx = zmq::Context::new();
+        let collector = Collector::start(&ctx);
+        let mut publisher = MetricsPublisher::open_waiting(
+            &ctx,
+            &collector.endpoint,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(publisher.subscribed());
+        publisher.pre(&pre_ev());
+        assert!(matches!(collector.next(), Event::Pre { seq: 1, .. }));
+        assert_eq!(publisher.dropped(), 0);
     }
 
     #[test]

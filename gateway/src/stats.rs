@@ -42,6 +42,9 @@ pub struct StatsArgs {
     /// Stop after this many seconds (default: at SIGINT/SIGTERM).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Stop once this many requests (post events) have been counted.
+    #[arg(long, value_name = "N")]
+    pub exit_after: Option<u64>,
     /// Forward aggregates to Graphite's plaintext port every interval.
     #[arg(long, value_name = "HOST:PORT")]
     pub graphite: Option<String>,
@@ -489,7 +492,10 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let mut next_tick = Instant::now() + interval;
     let mut msg = zmq::Message::new();
     loop {
-        if STOP.load(Ordering::SeqCst) || stop_at.is_some_and(|t| Instant::now() >= t) {
+        if STOP.load(Ordering::SeqCst)
+            || stop_at.is_some_and(|t| Instant::now() >= t)
+            || args.exit_after.is_some_and(|n| total.post_events >= n)
+        {
             break;
         }
         let now = Instant::now();

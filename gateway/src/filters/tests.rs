@@ -186,7 +186,7 @@ class Capture:
         let ctx = chain.begin(py, &req);
         chain.pre(py, &ctx, &PyDict::new(py));
         let code = c"
-import capture_msg
+import wsgid_plugin_capture_msg as capture_msg
 m = capture_msg.captured[0]
 assert m.server_id == '11111111-2222-4333-8444-555555555555', m.server_id
 assert m.client_id == '42'

@@ -81,15 +81,15 @@ def _filter_classes(module):
                 yield obj, kinds
 
 
-def _import_file(name, path):
+def _import_file(stem, path):
+    """Import plugins/<stem>.py as `wsgid_plugin_<stem>` (the name the app loader uses too,
+    so a file holding both loaders and filters runs once)."""
+    name = "wsgid_plugin_" + stem
     existing = sys.modules.get(name)
     if existing is not None:
         existing_file = getattr(existing, "__file__", None) or ""
         if os.path.abspath(existing_file) == os.path.abspath(path):
             return existing
-        name = "wsgid_plugins." + name
-        if name in sys.modules:
-            return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
