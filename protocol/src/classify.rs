@@ -38,6 +38,10 @@ impl Request<'_> {
     /// (must equal `x-mongrel2-upload-start`, else [`FrameError::UploadMismatch`])
     /// -> upload done; `x-mongrel2-upload-start` alone -> upload start; else HTTP.
     /// A frame without METHOD is [`FrameError::MissingMethod`].
+    ///
+    /// Mongrel2 passes client headers through, so a client can send
+    /// `X-Mongrel2-Upload-Start/-Done` itself: check the path lies in the upload
+    /// directory before opening it.
     pub fn kind(&self) -> Result<Kind<'_>, FrameError> {
         let method = self.method().ok_or(FrameError::MissingMethod)?;
         if self.is_disconnect() {
