@@ -95,6 +95,49 @@ struct Conn {
     last_handler: AtomicUsize,
     socket_mode: AtomicBool,
     upload: Mutex<Option<PathBuf>>,
+    /// Writer commands not yet processed (any kind).
+    queued: AtomicUsize,
+    /// Held by whoever writes to the socket (the writer thread, or a SUB thread writing
+    /// directly when nothing is queued).
+    write_lock: Mutex<()>,
+}
+
+impl Conn {
+    fn enqueue(&self, cmd: WriteCmd) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(cmd);
+    }
+
+    /// Writes as much of `bytes` as the socket takes now, without blocking.
+    fn send_now(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: valid fd and buffer; MSG_DONTWAIT makes this one call non-blocking.
+            let n = unsafe {
+                libc::send(
+                    self.stream.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+/// A PUSH socket and the frames waiting for a handler to connect.
+struct PushSide {
+    sock: zmq::Socket,
+    backlog: std::collections::VecDeque<Vec<u8>>,
 }
 
 /// State shared by every thread of one instance.
@@ -103,7 +146,8 @@ struct Shared {
     stop: AtomicBool,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
-    to_handler: Vec<Sender<Vec<u8>>>,
+    /// Per handler: the PUSH socket (used under the lock by any thread) and its backlog.
+    push: Vec<(Mutex<PushSide>, std::sync::Condvar)>,
     tracer: Tracer,
 }
 
@@ -112,10 +156,26 @@ impl Shared {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sends a frame to handler `handler` now, or queues it behind earlier unsent frames
+    /// (no handler connected yet) for the handler's PUSH thread.
     fn send_frame(&self, handler: usize, frame: Vec<u8>) {
-        if let Some(tx) = self.to_handler.get(handler) {
-            let _ = tx.send(frame);
+        let Some((side, cv)) = self.push.get(handler) else {
+            return;
+        };
+        let mut side = side.lock().unwrap_or_else(|e| e.into_inner());
+        self.tracer.emit(Direction::ToHandler, handler, &frame);
+        if side.backlog.is_empty() {
+            match side.sock.send(&frame[..], zmq::DONTWAIT) {
+                Ok(()) => return,
+                Err(zmq::Error::EAGAIN) => {}
+                Err(e) => {
+                    tracing::warn!("handler {handler}: PUSH send failed: {e}");
+                    return;
+                }
+            }
         }
+        side.backlog.push_back(frame);
+        cv.notify_one();
     }
 
     fn send_disconnect(&self, handler: usize, id: u64) {
@@ -204,8 +264,6 @@ impl FakeMongrel2 {
         let mut pushes = Vec::new();
         let mut subs = Vec::new();
         let mut endpoints = Vec::new();
-        let mut to_handler = Vec::new();
-        let mut receivers = Vec::new();
         for h in &settings.handlers {
             let bind =
                 |kind: zmq::SocketType, spec: &str| -> Result<(zmq::Socket, String), StartError> {
@@ -234,24 +292,30 @@ impl FakeMongrel2 {
             pushes.push(push);
             subs.push(sub);
             endpoints.push((push_ep, sub_ep));
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-            to_handler.push(tx);
-            receivers.push(rx);
         }
         let shared = Arc::new(Shared {
             settings,
             stop: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
-            to_handler,
+            push: pushes
+                .into_iter()
+                .map(|sock| {
+                    (
+                        Mutex::new(PushSide {
+                            sock,
+                            backlog: std::collections::VecDeque::new(),
+                        }),
+                        std::sync::Condvar::new(),
+                    )
+                })
+                .collect(),
             tracer,
         });
         let mut threads = Vec::new();
-        for (i, (push, rx)) in pushes.into_iter().zip(receivers).enumerate() {
+        for i in 0..shared.push.len() {
             let sh = shared.clone();
-            threads.push(spawn(format!("m2-push-{i}"), move || {
-                push_loop(&sh, i, &push, &rx)
-            }));
+            threads.push(spawn(format!("m2-push-{i}"), move || push_loop(&sh, i)));
         }
         for (i, sub) in subs.into_iter().enumerate() {
             let sh = shared.clone();
@@ -336,37 +400,47 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .expect("spawning a server thread")
 }
 
-fn push_loop(sh: &Shared, handler: usize, push: &zmq::Socket, rx: &Receiver<Vec<u8>>) {
+/// Drains the backlog of handler `handler` (frames sent while no handler was connected).
+fn push_loop(sh: &Shared, handler: usize) {
+    let (side, cv) = &sh.push[handler];
+    let mut guard = side.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let frame = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(f) => f,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if sh.stop.load(Ordering::Acquire) {
-                    return;
-                }
-                continue;
+        if sh.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if guard.backlog.is_empty() {
+            guard = cv
+                .wait_timeout(guard, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            continue;
+        }
+        let side = &mut *guard;
+        let front = side.backlog.front().map(Vec::as_slice).unwrap_or_default();
+        match side.sock.send(front, zmq::DONTWAIT) {
+            Ok(()) => {
+                side.backlog.pop_front();
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        sh.tracer.emit(Direction::ToHandler, handler, &frame);
-        // PUSH blocks while no handler is connected: wait, but keep an eye on stop.
-        loop {
-            match push.send(&frame[..], zmq::DONTWAIT) {
-                Ok(()) => break,
-                Err(zmq::Error::EAGAIN) => {
-                    if sh.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let mut items = [push.as_poll_item(zmq::POLLOUT)];
-                    let _ = zmq::poll(&mut items, 100);
-                }
-                Err(e) => {
-                    tracing::warn!("handler {handler}: PUSH send failed: {e}");
-                    break;
-                }
+            Err(zmq::Error::EAGAIN) => {
+                // nobody to send to yet: let other threads queue, retry shortly
+                drop(guard);
+                std::thread::sleep(Duration::from_millis(5));
+                guard = side_lock(side_of(sh, handler));
+            }
+            Err(e) => {
+                tracing::warn!("handler {handler}: PUSH send failed: {e}");
+                side.backlog.pop_front();
             }
         }
     }
+}
+
+fn side_of(sh: &Shared, handler: usize) -> &Mutex<PushSide> {
+    &sh.push[handler].0
+}
+
+fn side_lock(m: &Mutex<PushSide>) -> std::sync::MutexGuard<'_, PushSide> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn sub_loop(sh: &Shared, handler: usize, sub: &zmq::Socket) {
@@ -425,8 +499,33 @@ fn deliver(sh: &Shared, conn: &Conn, payload: &[u8], raw_payload: bool) {
         return;
     }
     if payload.is_empty() {
-        let _ = conn.tx.send(WriteCmd::Close(CloseReason::Handler));
+        conn.enqueue(WriteCmd::Close(CloseReason::Handler));
         return;
+    }
+    let encoded;
+    let bytes: &[u8] = if conn.socket_mode.load(Ordering::Acquire) && !raw_payload {
+        encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+        encoded.as_bytes()
+    } else {
+        payload
+    };
+    // Fast path: nothing queued and nobody writing: write directly, queue only the rest.
+    if let Ok(_guard) = conn.write_lock.try_lock()
+        && conn.queued.load(Ordering::Acquire) == 0
+    {
+        match conn.send_now(bytes) {
+            Ok(n) if n == bytes.len() => return,
+            Ok(n) => {
+                conn.pending.fetch_add(1, Ordering::AcqRel);
+                conn.enqueue(WriteCmd::Reply(bytes[n..].to_vec()));
+                return;
+            }
+            Err(_) => {
+                drop(_guard);
+                close_conn(sh, conn, CloseReason::Client);
+                return;
+            }
+        }
     }
     if conn.pending.fetch_add(1, Ordering::AcqRel) >= sh.settings.max_queued_frames {
         tracing::warn!(
@@ -436,14 +535,7 @@ fn deliver(sh: &Shared, conn: &Conn, payload: &[u8], raw_payload: bool) {
         close_conn(sh, conn, CloseReason::Killed);
         return;
     }
-    let bytes = if conn.socket_mode.load(Ordering::Acquire) && !raw_payload {
-        base64::engine::general_purpose::STANDARD
-            .encode(payload)
-            .into_bytes()
-    } else {
-        payload.to_vec()
-    };
-    let _ = conn.tx.send(WriteCmd::Reply(bytes));
+    conn.enqueue(WriteCmd::Reply(bytes.to_vec()));
 }
 
 fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
@@ -474,6 +566,8 @@ fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
             last_handler: AtomicUsize::new(NO_HANDLER),
             socket_mode: AtomicBool::new(false),
             upload: Mutex::new(None),
+            queued: AtomicUsize::new(0),
+            write_lock: Mutex::new(()),
         });
         sh.lock_conns().insert(id, conn.clone());
         let (sh_r, conn_r) = (sh.clone(), conn.clone());
@@ -507,15 +601,22 @@ fn writer_loop(sh: &Shared, conn: &Conn, mut stream: TcpStream, rx: &Receiver<Wr
     while let Ok(cmd) = rx.recv() {
         match cmd {
             WriteCmd::Reply(bytes) => {
+                let guard = conn.write_lock.lock().unwrap_or_else(|e| e.into_inner());
                 let ok = stream.write_all(&bytes).is_ok();
                 conn.pending.fetch_sub(1, Ordering::AcqRel);
+                conn.queued.fetch_sub(1, Ordering::AcqRel);
+                drop(guard);
                 if !ok {
                     close_conn(sh, conn, CloseReason::Client);
                     return;
                 }
             }
             WriteCmd::Raw(bytes) => {
-                if stream.write_all(&bytes).is_err() {
+                let guard = conn.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let ok = stream.write_all(&bytes).is_ok();
+                conn.queued.fetch_sub(1, Ordering::AcqRel);
+                drop(guard);
+                if !ok {
                     close_conn(sh, conn, CloseReason::Client);
                     return;
                 }
@@ -593,8 +694,8 @@ impl Reader<'_> {
     }
 
     fn answer_and_close(&mut self, bytes: &[u8]) -> Step {
-        let _ = self.conn.tx.send(WriteCmd::Raw(bytes.to_vec()));
-        let _ = self.conn.tx.send(WriteCmd::Close(CloseReason::ServerError));
+        self.conn.enqueue(WriteCmd::Raw(bytes.to_vec()));
+        self.conn.enqueue(WriteCmd::Close(CloseReason::ServerError));
         Step::Stop
     }
 
@@ -666,7 +767,7 @@ impl Reader<'_> {
             BodyKind::None | BodyKind::Length(0) => self.forward(handler, head, &pattern, 0),
             BodyKind::Length(n) if n <= limit => {
                 if head.expect_continue {
-                    let _ = self.conn.tx.send(WriteCmd::Raw(CONTINUE.to_vec()));
+                    self.conn.enqueue(WriteCmd::Raw(CONTINUE.to_vec()));
                 }
                 let n = n as usize;
                 while self.buf.len() - self.start < n {
@@ -744,7 +845,7 @@ impl Reader<'_> {
         self.conn.last_handler.store(handler, Ordering::Release);
         self.sh.send_frame(handler, out);
         if head.expect_continue {
-            let _ = self.conn.tx.send(WriteCmd::Raw(CONTINUE.to_vec()));
+            self.conn.enqueue(WriteCmd::Raw(CONTINUE.to_vec()));
         }
         let mut file = std::io::BufWriter::with_capacity(READ_CHUNK, file);
         let spooled = match head.body {
