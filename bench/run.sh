@@ -12,13 +12,13 @@
 # Environment: DUR (10s) length of each run; RATES ("500 2000") fixed rates; UPLOAD_RATES
 # ("20 50") fixed rates of the 1 MiB upload; CONC (64) concurrency of the peak runs and
 # connections of the fixed-rate runs; WORKERS (1) wsgid workers; SKIP_BUILD=1; OUT;
-# CARGO_TARGET_DIR; OHA (path of oha, default: on PATH or /tmp/oha-root/bin/oha); WRK;
+# CARGO_TARGET_DIR; BIN (folder of the release binaries, default $CARGO_TARGET_DIR/release); OHA (path of oha, default: on PATH or /tmp/oha-root/bin/oha); WRK;
 # CASES ("hello body10k upload1m stream"); TRANSPORTS ("fake real zmq").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release
+BIN=${BIN:-$TARGET/release}
 DUR=${DUR:-10s}
 RATES=${RATES:-"500 2000"}
 UPLOAD_RATES=${UPLOAD_RATES:-"20 50"}
