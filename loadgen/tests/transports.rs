@@ -1,0 +1,211 @@
+//! Transports end to end against the helper servers, through real sockets: `--zmq` against
+//! the echo handler (with and without the zero-length close after each response), a weighted
+//! scenario with a streamed 1 MiB upload, and HTTP/1.0.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn loadgen() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+}
+
+fn wait_report(mut child: Guard, json: &std::path::Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "loadgen did not finish within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "loadgen exited with {status}");
+    serde_json::from_str(&std::fs::read_to_string(json).expect("report")).expect("json")
+}
+
+fn n(v: &Value, path: &[&str]) -> u64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_u64()
+        .unwrap_or_else(|| panic!("no integer at {path:?} in {v}"))
+}
+
+fn zmq_run(handler_args: &[&str], run_args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("r.json");
+    let mut lg = loadgen()
+        .args([
+            "--zmq",
+            "tcp://127.0.0.1:*,tcp://127.0.0.1:*",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .args(run_args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn loadgen");
+    let mut line = String::new();
+    BufReader::new(lg.stderr.take().expect("stderr"))
+        .read_line(&mut line)
+        .expect("first line");
+    let guard = Guard(lg);
+    let rest = line
+        .trim()
+        .strip_prefix("loadgen: zmq PUSH bound at ")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let (push, sub) = rest.split_once(" SUB bound at ").expect("two endpoints");
+    let _handler = Guard(
+        loadgen()
+            .args(["echo-handler", "--zmq", &format!("{push},{sub}")])
+            .args(handler_args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn echo-handler"),
+    );
+    wait_report(guard, &json)
+}
+
+#[test]
+fn zmq_mode_matches_replies_and_ignores_the_close_that_follows() {
+    for close in [false, true] {
+        let extra: &[&str] = if close { &["--close"] } else { &[] };
+        let r = zmq_run(
+            extra,
+            &["--rps", "1000", "--duration", "2s", "http://localhost/x"],
+        );
+        assert_eq!(
+            n(&r, &["requests", "completed"]),
+            2000,
+            "close={close}: {r}"
+        );
+        assert_eq!(n(&r, &["requests", "failed"]), 0, "close={close}: {r}");
+        assert_eq!(n(&r, &["status", "2xx"]), 2000);
+    }
+}
+
+#[test]
+fn zmq_mode_full_parse_tnetstring_and_closed_loop() {
+    let r = zmq_run(
+        &["--full-parse"],
+        &[
+            "--protocol",
+            "tnetstring",
+            "--max-rps",
+            "--max-inflight",
+            "8",
+            "--duration",
+            "1s",
+            "http://localhost/",
+        ],
+    );
+    assert!(n(&r, &["requests", "completed"]) > 100, "{r}");
+    assert_eq!(n(&r, &["requests", "failed"]), 0, "{r}");
+    assert_eq!(r["mode"], "closed");
+}
+
+fn echo_server() -> (Guard, String) {
+    let mut child = loadgen()
+        .args(["echo-server", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn echo-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_string();
+    (Guard(child), url)
+}
+
+#[test]
+fn scenario_mix_with_a_streamed_upload_over_http() {
+    let (_server, url) = echo_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("r.json");
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/scenarios/mixed.json"
+    );
+    let child = Guard(
+        loadgen()
+            .args([
+                "--rps",
+                "100",
+                "--duration",
+                "2s",
+                "--scenario",
+                scenario,
+                "--quiet",
+                "--json",
+            ])
+            .arg(&json)
+            .arg(&url)
+            .spawn()
+            .expect("spawn"),
+    );
+    let r = wait_report(child, &json);
+    assert_eq!(n(&r, &["requests", "completed"]), 200, "{r}");
+    assert_eq!(n(&r, &["requests", "failed"]), 0, "{r}");
+    let entries = r["entries"].as_array().expect("entries");
+    let upload = entries
+        .iter()
+        .find(|e| e["name"] == "upload-1MiB")
+        .expect("upload entry");
+    let uploads = n(upload, &["completed"]);
+    assert!(
+        (5..=50).contains(&uploads),
+        "weight 1 of 10: {uploads} uploads of 200"
+    );
+    // Every upload's 1 MiB went out and came back (the echo server echoes bodies).
+    assert!(n(&r, &["bytes", "sent"]) >= uploads * 1_048_576);
+    assert!(n(&r, &["bytes", "received"]) >= uploads * 1_048_576);
+}
+
+#[test]
+fn http10_gets_a_fresh_connection_per_request() {
+    let (_server, url) = echo_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("r.json");
+    let child = Guard(
+        loadgen()
+            .args([
+                "--rps",
+                "200",
+                "--duration",
+                "1s",
+                "--http1.0",
+                "--quiet",
+                "--json",
+            ])
+            .arg(&json)
+            .arg(&url)
+            .spawn()
+            .expect("spawn"),
+    );
+    let r = wait_report(child, &json);
+    assert_eq!(n(&r, &["requests", "completed"]), 200, "{r}");
+    assert_eq!(n(&r, &["requests", "failed"]), 0, "{r}");
+    assert!(n(&r, &["connections", "reconnects"]) >= 190, "{r}");
+}
