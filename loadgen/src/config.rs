@@ -55,6 +55,9 @@ pub struct EchoHandlerConfig {
     /// body only, so that the handler costs as little as possible).
     #[arg(long)]
     pub full_parse: bool,
+    /// Poll this long for the next request before blocking (0: block at once).
+    #[arg(long, default_value = "0us", value_parser = parse_duration)]
+    pub spin: Duration,
 }
 
 /// How to act when a request is due and every slot is busy.
@@ -161,6 +164,11 @@ pub struct RunConfig {
     /// delay sends (needs CAP_SYS_NICE; a warning otherwise).
     #[arg(long)]
     pub realtime: bool,
+    /// --zmq: keep polling for replies this long after the last one instead of sleeping
+    /// (fewer thread wake-ups at high rates, more CPU).
+    #[arg(long, default_value = "0us", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub reply_spin: Duration,
     /// Seed of the Poisson gaps and the scenario mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -82,6 +82,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         max_inflight,
         saturation: cfg.on_saturation,
         realtime: cfg.realtime,
+        reply_spin: ns(cfg.reply_spin),
         tx: tx.clone(),
     };
     let cpu0 = sys::process_cpu_time();

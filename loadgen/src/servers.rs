@@ -218,8 +218,27 @@ pub fn echo_handler(cfg: &EchoHandlerConfig) -> anyhow::Result<()> {
     let mut msg = zmq::Message::new();
     let mut payload = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
+    let spin = cfg.spin.as_nanos() as u64;
     loop {
-        pull.recv(&mut msg, 0)?;
+        if spin == 0 {
+            pull.recv(&mut msg, 0)?;
+        } else {
+            // Poll for a while before blocking: fewer sleeps and wake-ups at high rates.
+            let t = crate::clock::now_ns();
+            loop {
+                match pull.recv(&mut msg, zmq::DONTWAIT) {
+                    Ok(()) => break,
+                    Err(zmq::Error::EAGAIN) if crate::clock::now_ns() - t < spin => {
+                        std::hint::spin_loop()
+                    }
+                    Err(zmq::Error::EAGAIN) => {
+                        pull.recv(&mut msg, 0)?;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let (sender, conn_id, body) = if cfg.full_parse {
             let Ok(req) = protocol::parse_request(&msg) else {
                 continue;

@@ -35,6 +35,8 @@ pub struct Plan {
     pub max_inflight: usize,
     /// What to do with a due request when no slot is free.
     pub saturation: Saturation,
+    /// --zmq: keep polling for replies this long after the last one before sleeping.
+    pub reply_spin: u64,
     /// Ask for real-time priority.
     pub realtime: bool,
     /// Where results go.

@@ -252,6 +252,7 @@ pub fn run(
     let drain_deadline = end + plan.timeout;
     let mut next_hk = 0u64;
     let mut push_blocked = false;
+    let mut last_reply = 0u64;
 
     loop {
         let now = now_ns();
@@ -400,6 +401,12 @@ pub fn run(
             }
         }
         if got > 0 {
+            last_reply = now;
+            continue;
+        }
+        if busy > 0 && now.saturating_sub(last_reply) < plan.reply_spin {
+            // Replies are flowing: poll a little longer rather than sleep and be woken.
+            std::hint::spin_loop();
             continue;
         }
         // Nothing arrived: sleep until the next due request (spinning close to it), a reply, or
