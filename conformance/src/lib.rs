@@ -5,6 +5,7 @@
 //! suites themselves.
 
 pub mod fake;
+pub mod lifecycle;
 pub mod mongrel2;
 
 use std::path::{Path, PathBuf};

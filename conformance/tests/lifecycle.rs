@@ -1,0 +1,460 @@
+//! Lifecycle suite: a real `wsgid` master and its workers (real processes, real ZeroMQ, real
+//! Python) driven by a Mongrel2 stand-in: worker death and replacement, graceful hot deploy,
+//! rolling restarts, the daemon and its subcommands, crash-loop backoff, max-requests
+//! recycling, timeouts answered with 504, and the master's signals.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use conformance::lifecycle::{
+    AppDir, Master, Mongrel2Sim, SLOW, alive, cpu_time, poll_until, signal, wsgid,
+};
+
+const APP: &str = "lifecycle_app:application";
+
+/// Sends requests until `n` distinct worker pids answered (every worker is connected).
+fn warm_up(sim: &mut Mongrel2Sim, n: usize, output: impl Fn() -> String) -> BTreeSet<String> {
+    let mut pids = BTreeSet::new();
+    let deadline = Instant::now() + SLOW * 2;
+    while pids.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {pids:?} answered\n{}",
+            output()
+        );
+        let r = sim
+            .try_roundtrip("/", SLOW)
+            .unwrap_or_else(|| panic!("warm-up request not answered\n{}", output()));
+        assert_eq!(r.status, 200);
+        pids.insert(r.field("pid").expect("pid field"));
+    }
+    pids
+}
+
+/// Waits until the marker file a `/slow` request writes exists; returns the pid in it.
+fn wait_marker(path: &std::path::Path) -> u32 {
+    poll_until(SLOW, || {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .expect("the slow request started")
+}
+
+#[test]
+fn kill_9_of_a_worker_loses_only_its_in_flight_request() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let master = Master::start(&app, &sim, &["--workers", "2", "--wsgi-app", APP]);
+    let before = master.wait_workers(2, SLOW);
+    warm_up(&mut sim, 2, || master.output());
+
+    let mut answered = 0;
+    for _ in 0..20 {
+        let r = sim.roundtrip("/", SLOW).expect("answered before the kill");
+        assert_eq!(r.status, 200);
+        answered += 1;
+    }
+    // A slow request is in flight on one worker: kill that worker.
+    let marker = app.path().join("in-flight");
+    let doomed = sim.get(&format!("/slow?secs=3&marker={}", marker.display()));
+    let victim = wait_marker(&marker);
+    signal(victim, "KILL");
+    // Requests keep flowing meanwhile and none of them is lost.
+    for _ in 0..40 {
+        let r = sim
+            .roundtrip("/", SLOW)
+            .unwrap_or_else(|| panic!("a request was lost\n{}", master.output()));
+        assert_eq!(r.status, 200);
+        assert_ne!(r.field("pid"), Some(victim.to_string()));
+        answered += 1;
+    }
+    assert!(
+        sim.wait_for(doomed, Duration::from_secs(1)).is_none(),
+        "the killed worker's request cannot have been answered"
+    );
+    assert_eq!(answered, 60);
+
+    let after = master.wait_workers(2, SLOW);
+    assert!(!after.contains(&victim), "{after:?} still has {victim}");
+    assert!(before.contains(&victim));
+    // The replacement serves too.
+    let replacement = *after.iter().find(|p| !before.contains(p)).unwrap();
+    let seen = warm_up(&mut sim, 2, || master.output());
+    assert!(seen.contains(&replacement.to_string()), "{seen:?}");
+}
+
+#[test]
+fn sigterm_to_a_worker_finishes_its_request_and_restart_deploys_new_code_without_failures() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let master = Master::start(&app, &sim, &["--workers", "2", "--wsgi-app", APP]);
+    master.wait_workers(2, SLOW);
+    warm_up(&mut sim, 2, || master.output());
+
+    // SIGTERM during a slow request: it completes, then a fresh worker replaces the old one.
+    let marker = app.path().join("slow-started");
+    let id = sim.get(&format!("/slow?secs=2&marker={}", marker.display()));
+    let victim = wait_marker(&marker);
+    signal(victim, "TERM");
+    let r = sim
+        .wait_for(id, SLOW)
+        .unwrap_or_else(|| panic!("the in-flight request was lost\n{}", master.output()));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.field("pid"), Some(victim.to_string()));
+    poll_until(SLOW, || (!alive(victim)).then_some(())).expect("the worker exited");
+    let workers = master.wait_workers(2, SLOW);
+    assert!(!workers.contains(&victim));
+
+    // Hot deploy: edit the code, `wsgid restart`, keep a steady stream of requests.
+    let source = app.path().join("app/lifecycle_app.py");
+    let code = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(
+        &source,
+        code.replace("VERSION = \"1\"", "VERSION = \"2-deployed\""),
+    )
+    .unwrap();
+    let out = wsgid(&["restart", "--app-path", app.path_str()]);
+    assert!(out.status.success(), "wsgid restart: {out:?}");
+
+    let deadline = Instant::now() + SLOW * 2;
+    let mut new_pids = BTreeSet::new();
+    let mut served = 0;
+    while new_pids.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the restart did not complete: new code from {new_pids:?}\n{}",
+            master.output()
+        );
+        let r = sim.roundtrip("/", SLOW).unwrap_or_else(|| {
+            panic!(
+                "a request failed during the rolling restart\n{}",
+                master.output()
+            )
+        });
+        assert_eq!(r.status, 200);
+        served += 1;
+        if r.field("version").as_deref() == Some("2-deployed") {
+            new_pids.insert(r.field("pid").unwrap());
+        }
+    }
+    // Once both new workers serve, the old ones are gone and nothing answers with old code.
+    let final_workers = master.wait_workers(2, SLOW);
+    assert!(final_workers.iter().all(|p| !workers.contains(p)));
+    for _ in 0..10 {
+        let r = sim
+            .roundtrip("/", SLOW)
+            .expect("answered after the restart");
+        assert_eq!(r.field("version").as_deref(), Some("2-deployed"));
+    }
+    assert!(served >= 2);
+}
+
+/// Kills a daemonized instance's processes on drop (when a test fails half-way).
+struct DaemonGuard<'a>(&'a AppDir);
+
+impl Drop for DaemonGuard<'_> {
+    fn drop(&mut self) {
+        for role in ["worker", "master"] {
+            for pid in self.0.live_pids(role) {
+                let _ = std::process::Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
+fn status(app: &AppDir) -> (bool, String) {
+    let out = wsgid(&["status", "--app-path", app.path_str()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), text)
+}
+
+fn worker_line_pids(status_text: &str) -> Vec<u32> {
+    status_text
+        .lines()
+        .find_map(|l| l.strip_prefix("Worker pid(s): "))
+        .unwrap_or("")
+        .split(", ")
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn init_config_status_restart_stop_against_a_daemon() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let _guard = DaemonGuard(&app);
+    for sub in ["app", "logs", "pid/master", "pid/worker", "plugins"] {
+        assert!(app.path().join(sub).is_dir(), "{sub} missing after init");
+    }
+    // init is idempotent and keeps what is there.
+    let out = wsgid(&["init", "--app-path", app.path_str()]);
+    assert!(out.status.success());
+    assert!(app.path().join("app/lifecycle_app.py").is_file());
+
+    let mut sim = Mongrel2Sim::bind();
+    let out = wsgid(&[
+        "config",
+        "--app-path",
+        app.path_str(),
+        "--recv",
+        &sim.recv_spec,
+        "--send",
+        &sim.send_spec,
+        "--workers",
+        "2",
+        "--wsgi-app",
+        APP,
+        "--env",
+        "LIFECYCLE=1",
+    ]);
+    assert!(out.status.success(), "wsgid config: {out:?}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.path().join("wsgid.json")).unwrap()).unwrap();
+    assert_eq!(json["workers"], 2);
+    assert_eq!(json["recv"], sim.recv_spec.as_str());
+    assert_eq!(json["wsgi_app"], APP);
+    assert_eq!(json["envs"]["LIFECYCLE"], "1");
+
+    let (ok, text) = status(&app);
+    assert!(!ok);
+    assert!(text.starts_with("Status: Stopped\n"), "{text}");
+
+    // Starts as a daemon: the command returns once the master runs.
+    let out = wsgid(&["--app-path", app.path_str()]);
+    assert!(out.status.success(), "daemon start: {out:?}\n{}", app.log());
+    let masters = app.live_pids("master");
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    let master = masters[0];
+    let (ok, text) = status(&app);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("Status: Running\n"), "{text}");
+    assert!(
+        text.contains(&format!("Master pid(s): {master}\n")),
+        "{text}"
+    );
+    assert_eq!(worker_line_pids(&text).len(), 2, "{text}");
+    warm_up(&mut sim, 2, || app.log());
+
+    // restart --send-signal TERM: every worker is replaced (hot deploy the original way).
+    let before = app.live_pids("worker");
+    let out = wsgid(&[
+        "restart",
+        "--app-path",
+        app.path_str(),
+        "--send-signal",
+        "TERM",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    poll_until(SLOW, || {
+        let now = app.live_pids("worker");
+        (now.len() == 2 && now.iter().all(|p| !before.contains(p))).then_some(())
+    })
+    .unwrap_or_else(|| panic!("workers not replaced\n{}", app.log()));
+    let r = sim.roundtrip("/", SLOW).expect("served after the restart");
+    assert_eq!(r.status, 200);
+
+    // A stale pid file shows as dead.
+    std::fs::write(app.path().join("pid/worker/4194300.pid"), "4194300\n").unwrap();
+    let (_, text) = status(&app);
+    assert!(text.contains("4194300(dead)"), "{text}");
+
+    // stop: graceful, the master and its workers exit and status says so.
+    let workers = app.live_pids("worker");
+    let out = wsgid(&["stop", "--app-path", app.path_str()]);
+    assert!(out.status.success(), "{out:?}");
+    poll_until(SLOW, || {
+        (!alive(master) && workers.iter().all(|&w| !alive(w))).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the daemon did not stop\n{}", app.log()));
+    let (ok, text) = status(&app);
+    assert!(!ok);
+    assert!(text.starts_with("Status: Stopped\n"), "{text}");
+    let log = app.log();
+    assert!(
+        log.contains(&format!(
+            "wsgid [pid={master}] - INFO - Master process started"
+        )),
+        "{log}"
+    );
+    let out = wsgid(&["stop", "--app-path", app.path_str()]);
+    assert!(!out.status.success(), "stop without a master must fail");
+}
+
+#[test]
+fn a_malformed_wsgid_json_is_a_clear_error() {
+    let app = AppDir::new(&[]);
+    std::fs::write(app.path().join("wsgid.json"), r#"{"workers": "many"}"#).unwrap();
+    let out = wsgid(&["--no-daemon", "--app-path", app.path_str()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wsgid.json") && err.contains("\"workers\"") && err.contains("integer"),
+        "{err}"
+    );
+    let out = wsgid(&["--no-daemon", "--recv", "localhost:9997"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(inproc|ipc|tcp|pgm|epgm)://"));
+}
+
+#[test]
+fn a_crash_looping_app_backs_off_and_the_master_stays_idle() {
+    let app = AppDir::new(&["fails_to_load.py"]);
+    let sim = Mongrel2Sim::bind();
+    let master = Master::start(
+        &app,
+        &sim,
+        &["--workers", "1", "--wsgi-app", "fails_to_load:application"],
+    );
+    let failures = |log: &str| log.matches("failure(s) in a row").count();
+    poll_until(SLOW * 2, || (failures(&app.log()) >= 6).then_some(()))
+        .unwrap_or_else(|| panic!("no backoff logged\n{}", master.output()));
+    let log = app.log();
+    let delays: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("next worker in ").nth(1))
+        .filter_map(|s| s.split('s').next()?.parse().ok())
+        .collect();
+    assert!(delays.len() >= 6, "{log}");
+    assert!(
+        delays.windows(2).all(|w| w[1] >= w[0]) && delays[5] >= delays[0] * 8.0,
+        "delays do not grow exponentially: {delays:?}"
+    );
+    assert!(
+        log.contains("exit code 3 (the app could not be loaded)"),
+        "{log}"
+    );
+    let spawned = log.matches("New wsgid worker created").count();
+    assert!(
+        spawned <= failures(&log) + 1,
+        "{spawned} workers started\n{log}"
+    );
+    // The master only waits: its own CPU time stays tiny.
+    let cpu = cpu_time(master.pid());
+    assert!(cpu < Duration::from_millis(500), "master used {cpu:?} CPU");
+}
+
+#[test]
+fn max_requests_recycles_workers_without_losing_a_request() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let master = Master::start(
+        &app,
+        &sim,
+        &[
+            "--workers",
+            "1",
+            "--max-requests",
+            "5",
+            "--max-requests-jitter",
+            "2",
+            "--wsgi-app",
+            APP,
+        ],
+    );
+    master.wait_workers(1, SLOW);
+    let mut pids = BTreeSet::new();
+    for batch in 0..10 {
+        let ids: Vec<u64> = (0..3).map(|_| sim.get("/")).collect();
+        for id in ids {
+            let r = sim
+                .wait_for(id, SLOW)
+                .unwrap_or_else(|| panic!("request lost in batch {batch}\n{}", master.output()));
+            assert_eq!(r.status, 200);
+            pids.insert(r.field("pid").unwrap());
+        }
+    }
+    // 30 requests at 5..=7 (+ what was already queued) per worker.
+    assert!(pids.len() >= 3, "workers were not recycled: {pids:?}");
+}
+
+#[test]
+fn a_worker_stuck_past_timeout_is_replaced_and_its_client_gets_504() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let master = Master::start(
+        &app,
+        &sim,
+        &["--workers", "1", "--timeout", "1", "--wsgi-app", APP],
+    );
+    let first = warm_up(&mut sim, 1, || master.output())
+        .into_iter()
+        .next()
+        .unwrap();
+    let id = sim.get("/slow?secs=120");
+    let r = sim
+        .wait_closed(id, SLOW)
+        .unwrap_or_else(|| panic!("no answer for the stuck request\n{}", master.output()));
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(r.closed, "the 504 must be followed by the close frame");
+    let stuck: u32 = first.parse().unwrap();
+    poll_until(SLOW, || (!alive(stuck)).then_some(())).expect("the stuck worker was killed");
+    let r = sim.roundtrip("/", SLOW).expect("a fresh worker serves");
+    assert_eq!(r.status, 200);
+    assert_ne!(r.field("pid"), Some(first));
+    assert!(master.output().contains("WORKER TIMEOUT"));
+}
+
+#[test]
+fn master_signals_ttin_ttou_and_graceful_term() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let mut master = Master::start(&app, &sim, &["--workers", "1", "--wsgi-app", APP]);
+    master.wait_workers(1, SLOW);
+    signal(master.pid(), "TTIN");
+    master.wait_workers(2, SLOW);
+    signal(master.pid(), "TTOU");
+    master.wait_workers(1, SLOW);
+
+    // SIGTERM to the master: the request in flight completes, then everything exits.
+    let marker = app.path().join("term-started");
+    let id = sim.get(&format!("/slow?secs=2&marker={}", marker.display()));
+    let worker = wait_marker(&marker);
+    signal(master.pid(), "TERM");
+    let r = sim
+        .wait_for(id, SLOW)
+        .unwrap_or_else(|| panic!("in-flight request lost on stop\n{}", master.output()));
+    assert_eq!(r.status, 200);
+    let st = master.wait_exit(SLOW).expect("the master exited");
+    assert!(st.success(), "{st:?}");
+    assert!(!alive(worker));
+}
+
+#[test]
+fn graceful_timeout_bounds_the_stop_and_sigquit_is_immediate() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let mut master = Master::start(
+        &app,
+        &sim,
+        &[
+            "--workers",
+            "1",
+            "--graceful-timeout",
+            "1",
+            "--wsgi-app",
+            APP,
+        ],
+    );
+    let marker = app.path().join("stuck");
+    sim.get(&format!("/slow?secs=120&marker={}", marker.display()));
+    let worker = wait_marker(&marker);
+    signal(master.pid(), "TERM");
+    master
+        .wait_exit(SLOW)
+        .unwrap_or_else(|| panic!("stop not bounded\n{}", master.output()));
+    poll_until(SLOW, || (!alive(worker)).then_some(())).expect("worker killed");
+    assert!(master.output().contains("graceful timeout"));
+
+    let mut sim = Mongrel2Sim::bind();
+    let mut master = Master::start(&app, &sim, &["--workers", "2", "--wsgi-app", APP]);
+    let marker = app.path().join("stuck-quit");
+    sim.get(&format!("/slow?secs=120&marker={}", marker.display()));
+    wait_marker(&marker);
+    let workers = master.wait_workers(2, SLOW);
+    signal(master.pid(), "QUIT");
+    master.wait_exit(SLOW).expect("SIGQUIT stops the master");
+    poll_until(SLOW, || workers.iter().all(|&w| !alive(w)).then_some(())).expect("workers killed");
+}
