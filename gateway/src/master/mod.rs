@@ -26,6 +26,10 @@ use backoff::{Backoff, ExitStatus, Verdict, classify};
 use process::{DaemonNotifier, Privileges, SpawnSpec};
 use signals::SignalPipe;
 
+/// How long a rolling restart waits for a new worker to report ready before going on anyway
+/// (a worker that never reports would otherwise stall it).
+const READY_WAIT: Duration = Duration::from_secs(60);
+
 /// Body of the 504 the master sends for a request whose worker timed out.
 const TIMEOUT_BODY: &[u8] = b"504 Gateway Timeout: the application did not answer in time.\n";
 
@@ -317,6 +321,11 @@ impl Master {
                     let tick = (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
                     consider(now + tick);
                 }
+                if let Some(new) = self.rolling.as_ref().and_then(|r| r.new)
+                    && let Some(w) = self.workers.get(&new)
+                {
+                    consider(w.started + READY_WAIT);
+                }
                 for w in self.workers.values() {
                     if let Some(since) = w.retiring
                         && !w.hard_killed
@@ -484,25 +493,24 @@ impl Master {
                     self.rolling = None;
                     return;
                 }
-                Some(w) if !w.ready => return,
+                Some(w) if !w.ready => {
+                    if w.started.elapsed() < READY_WAIT {
+                        return;
+                    }
+                    warn!(
+                        "rolling restart: worker pid={new} did not report ready in {}s; going on",
+                        READY_WAIT.as_secs()
+                    );
+                    r.new = None;
+                    self.retire_next_old(new);
+                }
                 Some(_) => {
                     r.new = None;
-                    while let Some(old) = r.old.pop_front() {
-                        if let Some(w) = self.workers.get_mut(&old)
-                            && w.active()
-                        {
-                            info!(
-                                "rolling restart: worker pid={new} ready, stopping old worker \
-                                 pid={old}"
-                            );
-                            w.retiring = Some(Instant::now());
-                            let _ = signals::kill(old as i32, libc::SIGTERM);
-                            break;
-                        }
-                    }
+                    self.retire_next_old(new);
                 }
             }
         }
+        let Some(r) = &mut self.rolling else { return };
         r.old
             .retain(|p| self.workers.get(p).is_some_and(Worker::active));
         if r.old.is_empty() {
@@ -519,6 +527,21 @@ impl Master {
             None => {
                 error!("rolling restart aborted: cannot start a worker");
                 self.rolling = None;
+            }
+        }
+    }
+
+    /// Rolling restart: `new` serves, so the next old worker still active leaves.
+    fn retire_next_old(&mut self, new: u32) {
+        let Some(r) = &mut self.rolling else { return };
+        while let Some(old) = r.old.pop_front() {
+            if let Some(w) = self.workers.get_mut(&old)
+                && w.active()
+            {
+                info!("rolling restart: worker pid={new} ready, stopping old worker pid={old}");
+                w.retiring = Some(Instant::now());
+                let _ = signals::kill(old as i32, libc::SIGTERM);
+                return;
             }
         }
     }
