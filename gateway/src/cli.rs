@@ -164,9 +164,13 @@ pub struct ServeArgs {
     /// Run as this group (name or gid); root only.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
-    /// Access log file (relative paths are inside the app folder; `-` is stdout).
-    #[arg(long, value_name = "FILE")]
+    /// Access log file (relative paths are inside the app folder; `-` is stdout). Default:
+    /// logs/access.log when the app folder has logs/ (see `wsgid init`).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_access_log")]
     pub access_log: Option<PathBuf>,
+    /// No access log.
+    #[arg(long)]
+    pub no_access_log: bool,
     /// Access log format, gunicorn's atoms (default: the combined log format).
     #[arg(long, value_name = "FORMAT")]
     pub access_log_format: Option<String>,

@@ -156,10 +156,16 @@ impl Settings {
             envs.retain(|(ek, _)| ek != k);
             envs.push((k.clone(), v.clone()));
         }
+        let default_access_log = app_path
+            .join("logs")
+            .is_dir()
+            .then(|| PathBuf::from("logs/access.log"));
         let access_log = args
             .access_log
             .clone()
             .or_else(|| file.access_log.clone())
+            .or(default_access_log)
+            .filter(|p| !args.no_access_log && !p.as_os_str().is_empty())
             .map(|p| {
                 if p.as_os_str() == "-" || p.is_absolute() {
                     p
@@ -800,6 +806,33 @@ mod tests {
         assert_eq!(s.graceful_timeout, Duration::from_secs(30));
         assert_eq!(s.access_log, None);
         assert_eq!(s.worker_config(0).access_log_format, None);
+    }
+
+    #[test]
+    fn access_log_defaults_to_logs_access_log_in_an_initialised_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = ServeArgs::default();
+        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &none);
+        assert_eq!(s.access_log, None);
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &none);
+        assert_eq!(s.access_log, Some(dir.path().join("logs/access.log")));
+        assert_eq!(
+            s.worker_config(0).access_log_format.as_deref(),
+            Some(DEFAULT_ACCESS_LOG_FORMAT)
+        );
+        let off = ServeArgs {
+            no_access_log: true,
+            ..ServeArgs::default()
+        };
+        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &off);
+        assert_eq!(s.access_log, None);
+        let stdout = ServeArgs {
+            access_log: Some(PathBuf::from("-")),
+            ..ServeArgs::default()
+        };
+        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &stdout);
+        assert_eq!(s.access_log, Some(PathBuf::from("-")));
     }
 
     #[test]
