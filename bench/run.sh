@@ -34,6 +34,7 @@ mkdir -p "$OUT/runs" "$OUT/logs" "$OUT/apps"
 : > "$OUT/notes.txt"
 
 pids=()
+LGPRE=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
@@ -67,7 +68,7 @@ lg() {
   local name=$1
   shift
   log "loadgen $name: $*"
-  if ! timeout 900 "$LG" --quiet --json "$OUT/runs/$name.json" "$@" > "$OUT/logs/$name.txt" 2>&1; then
+  if ! timeout 900 "${LGPRE[@]}" "$LG" --quiet --json "$OUT/runs/$name.json" "$@" > "$OUT/logs/$name.txt" 2>&1; then
     note "run $name failed: $(tail -1 "$OUT/logs/$name.txt")"
     rm -f "$OUT/runs/$name.json"
   fi
@@ -81,18 +82,30 @@ cat > "$OUT/meta.json" <<META
 META
 
 # ---- 1. The generator itself --------------------------------------------------------------
+# Server on core 0, generator on core 1 (when there are two cores and taskset), three
+# alternating rounds of loadgen and wrk; the CPU time of each generator is measured too.
 log "generator self-benchmark"
+PIN_S=(); PIN_C=()
+if command -v taskset > /dev/null && [ "$(nproc)" -ge 2 ]; then PIN_S=(taskset -c 0); PIN_C=(taskset -c 1); fi
 EP=$(free_port)
-"$LG" echo-server --listen "127.0.0.1:$EP" > "$OUT/logs/echo-server.txt" 2>&1 &
+"${PIN_S[@]}" "$LG" echo-server --listen "127.0.0.1:$EP" > "$OUT/logs/echo-server.txt" 2>&1 &
 pids+=($!)
 if wait_port "$EP"; then
-  lg self-http-loadgen --max-rps -c "$CONC" -t 1 -d "$DUR" "http://127.0.0.1:$EP/"
-  if [ -n "$WRK" ]; then
-    log "wrk -t1 -c$CONC -d$DUR"
-    "$WRK" -t1 -c"$CONC" -d"$DUR" "http://127.0.0.1:$EP/" > "$OUT/runs/self-http-wrk.txt" 2>&1 || note "wrk failed"
-  else
-    note "wrk not installed (apt-get install -y wrk): no wrk comparison"
-  fi
+  for round in 1 2 3; do
+    LGPRE=("${PIN_C[@]}")
+    lg "self-http-loadgen-$round" --max-rps -c "$CONC" -t 1 -d "$DUR" "http://127.0.0.1:$EP/"
+    LGPRE=()
+    if [ -n "$WRK" ]; then
+      log "wrk -t1 -c$CONC -d$DUR (round $round)"
+      "$PY" - "$OUT/runs/self-http-wrk-$round.txt" "${PIN_C[@]}" "$WRK" -t1 -c"$CONC" -d"$DUR" "http://127.0.0.1:$EP/" <<'PYEOF' || note "wrk failed"
+import resource, subprocess, sys
+p = subprocess.run(sys.argv[2:], capture_output=True, text=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(p.stdout + p.stderr + f"cpu_seconds {r.ru_utime + r.ru_stime}\n")
+PYEOF
+    fi
+  done
+  [ -n "$WRK" ] || note "wrk not installed (apt-get install -y wrk): no wrk comparison"
 else
   note "echo-server did not start"
 fi
@@ -100,7 +113,9 @@ stop_all
 ZA=$(free_port); ZB=$(free_port)
 "$LG" echo-handler --zmq "tcp://127.0.0.1:$ZA,tcp://127.0.0.1:$ZB" > "$OUT/logs/echo-handler.txt" 2>&1 &
 pids+=($!)
-lg self-zmq-loadgen --zmq "tcp://127.0.0.1:$ZA,tcp://127.0.0.1:$ZB" --max-rps --max-inflight 64 -d "$DUR" http://localhost/
+for round in 1 2 3; do
+  lg "self-zmq-loadgen-$round" --zmq "tcp://127.0.0.1:$ZA,tcp://127.0.0.1:$ZB" --max-rps --max-inflight 64 -d "$DUR" http://localhost/
+done
 stop_all
 
 # ---- 2. wsgid with the fixture apps ---------------------------------------------------------
