@@ -160,20 +160,27 @@ impl Responder {
 
     /// `504 Gateway Timeout` then the zero-length close frame, to `sender`'s `conn_id`.
     fn gateway_timeout(&self, sender: &[u8], conn_id: u64) -> anyhow::Result<()> {
-        let mut head = format!(
-            "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            TIMEOUT_BODY.len()
-        )
-        .into_bytes();
-        head.extend_from_slice(TIMEOUT_BODY);
-        let mut frame = Vec::new();
-        protocol::encode_reply(&mut frame, sender, &[conn_id], &head)?;
-        self.sock.send(&frame, 0)?;
-        frame.clear();
-        protocol::encode_reply(&mut frame, sender, &[conn_id], b"")?;
-        self.sock.send(&frame, 0)?;
+        for frame in timeout_frames(sender, conn_id)? {
+            self.sock.send(&frame, 0)?;
+        }
         Ok(())
     }
+}
+
+/// The two reply frames answering a timed-out request: the 504 response, then the close.
+pub fn timeout_frames(sender: &[u8], conn_id: u64) -> Result<[Vec<u8>; 2], protocol::ReplyError> {
+    let mut response = format!(
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        TIMEOUT_BODY.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(TIMEOUT_BODY);
+    let mut first = Vec::new();
+    protocol::encode_reply(&mut first, sender, &[conn_id], &response)?;
+    let mut close = Vec::new();
+    protocol::encode_reply(&mut close, sender, &[conn_id], b"")?;
+    Ok([first, close])
 }
 
 /// The supervisor.
@@ -788,6 +795,25 @@ pub fn with_jitter(base: u64, jitter: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeout_frames_are_a_504_then_a_close() {
+        let [first, close] = timeout_frames(b"uuid-1", 77).unwrap();
+        let r = protocol::parse_reply(&first).unwrap();
+        assert_eq!((r.uuid, r.ids.as_slice()), (&b"uuid-1"[..], &[77][..]));
+        let text = String::from_utf8(r.payload.to_vec()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"),
+            "{text}"
+        );
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+        let r = protocol::parse_reply(&close).unwrap();
+        assert_eq!((r.ids.as_slice(), r.payload), (&[77][..], &b""[..]));
+    }
 
     #[test]
     fn jitter_stays_in_range() {
