@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::metrics::{MetricsPublisher, PostEvent, PreEvent, now_us};
@@ -42,31 +42,26 @@ fn bench(c: &mut Criterion) {
     sub.set_rcvhwm(1_000_000).unwrap();
     sub.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = sub.get_last_endpoint().unwrap().unwrap();
-    let mut publisher = MetricsPublisher::open(&ctx, &endpoint).unwrap();
 
-    // Wait for the subscription (slow joiner) before measuring.
-    sub.set_rcvtimeo(50).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        one_request(&mut publisher, 0);
-        if sub.recv_bytes(0).is_ok() || Instant::now() > deadline {
-            break;
-        }
-    }
+    // The collector side: a thread that owns the SUB socket and drains it, as `wsgid stats`.
     let stop = Arc::new(AtomicBool::new(false));
     let drained = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            sub.set_rcvtimeo(100).unwrap();
             let mut n = 0u64;
+            let mut msg = zmq::Message::new();
             while !stop.load(Ordering::Relaxed) {
-                while sub.recv_bytes(zmq::DONTWAIT).is_ok() {
+                if sub.recv(&mut msg, 0).is_ok() {
                     n += 1;
                 }
-                std::thread::sleep(Duration::from_micros(200));
             }
             n
         })
     };
+    let mut publisher =
+        MetricsPublisher::open_waiting(&ctx, &endpoint, Duration::from_secs(10)).unwrap();
+    assert!(publisher.subscribed(), "the collector never subscribed");
 
     let mut i = 0u64;
     c.bench_function("metrics pre+post, subscriber draining", |b| {
@@ -84,7 +79,8 @@ fn bench(c: &mut Criterion) {
         received
     );
 
-    let mut lonely = MetricsPublisher::open(&ctx, "tcp://127.0.0.1:9").unwrap();
+    let mut lonely =
+        MetricsPublisher::open_waiting(&ctx, "tcp://127.0.0.1:9", Duration::ZERO).unwrap();
     c.bench_function("metrics pre+post, no subscriber", |b| {
         b.iter(|| {
             i += 1;

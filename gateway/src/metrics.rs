@@ -32,9 +32,11 @@ pub const SEND_HWM: i32 = 10_000;
 pub const LINGER_MS: i32 = 500;
 /// How long [`MetricsPublisher::open`] waits for a collector's subscription.
 pub const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-/// Subscription changes are looked at every this many events (and before each event while
-/// nobody listens).
+/// Subscription changes are looked at every this many events, and while nobody listens at
+/// most every [`RECHECK_IDLE`] (a look costs a system call or more).
 const RECHECK_EVERY: u32 = 256;
+/// See [`RECHECK_EVERY`].
+const RECHECK_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A metrics socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +231,7 @@ pub struct MetricsPublisher {
     incoming: zmq::Message,
     subscribed: bool,
     since_check: u32,
+    last_check: std::time::Instant,
     buf: Vec<u8>,
     pid: u32,
     seq: u64,
@@ -298,6 +301,7 @@ impl MetricsPublisher {
             incoming: zmq::Message::new(),
             subscribed: false,
             since_check: 0,
+            last_check: std::time::Instant::now(),
             buf: Vec::with_capacity(512),
             pid: std::process::id(),
             seq: 0,
@@ -346,13 +350,16 @@ impl MetricsPublisher {
 
     fn send_buf(&mut self) {
         self.since_check += 1;
-        if !self.subscribed || self.since_check >= RECHECK_EVERY {
+        let due = self.since_check >= RECHECK_EVERY
+            || (!self.subscribed && self.last_check.elapsed() >= RECHECK_IDLE);
+        if due {
             self.since_check = 0;
+            self.last_check = std::time::Instant::now();
             self.check_subscriptions();
-            if !self.subscribed {
-                self.dropped += 1;
-                return;
-            }
+        }
+        if !self.subscribed {
+            self.dropped += 1;
+            return;
         }
         match self.socket.send(&self.buf[..], zmq::DONTWAIT) {
             Ok(()) => self.sent += 1,

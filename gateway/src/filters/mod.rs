@@ -85,6 +85,31 @@ impl<'a> RequestInfo<'a> {
     }
 }
 
+/// A parsed request's headers flattened for [`RequestInfo::headers`] (a repeated header once
+/// per value, in order).
+pub fn flat_headers<'a>(req: &'a protocol::Request<'a>) -> Vec<(&'a [u8], &'a [u8])> {
+    let mut flat = Vec::with_capacity(req.headers.len() + 2);
+    for (name, value) in req.headers.iter() {
+        for one in value.iter() {
+            flat.push((name, one));
+        }
+    }
+    flat
+}
+
+impl<'a> RequestInfo<'a> {
+    /// The view of `req` the filters take, `flat` being [`flat_headers`] of it.
+    pub fn of(req: &'a protocol::Request<'a>, flat: &'a [(&'a [u8], &'a [u8])]) -> Self {
+        RequestInfo {
+            sender: req.sender,
+            conn_id: req.conn_id,
+            path: req.path,
+            headers: flat,
+            body: req.body,
+        }
+    }
+}
+
 enum Entry {
     Python(PyFilter),
     Builtin(Builtin),

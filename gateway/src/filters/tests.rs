@@ -543,3 +543,21 @@ fn the_metrics_filter_publishes_pre_and_post_events() {
         }
     });
 }
+
+#[test]
+fn request_info_of_a_parsed_frame() {
+    let frame = b"11111111-2222-4333-8444-555555555555 7 /x 75:{\"PATH\":\"/x\",\"x-a\":[\"1\",\"2\"],\"user-agent\":\"ua\",\"METHOD\":\"GET\",\"URI\":\"/x?y\"},0:,";
+    let req = protocol::parse_request(frame).unwrap();
+    let flat = flat_headers(&req);
+    let info = RequestInfo::of(&req, &flat);
+    assert_eq!(info.conn_id, 7);
+    assert_eq!(info.header(b"URI"), Some(&b"/x?y"[..]));
+    assert_eq!(info.header(b"user-agent"), Some(&b"ua"[..]));
+    let xa: Vec<&[u8]> = info
+        .headers
+        .iter()
+        .filter(|(n, _)| *n == b"x-a")
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(xa, [&b"1"[..], &b"2"[..]]);
+}
