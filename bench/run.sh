@@ -124,9 +124,10 @@ case_path() { case $1 in hello) echo /hello ;; body10k | upload1m) echo /echo ;;
 case_args() { case $1 in body10k) echo "--method POST --body-size 10240" ;; upload1m) echo "--method POST --body-size 1048576" ;; *) echo "" ;; esac; }
 case_rates() { case $1 in upload1m) echo "$UPLOAD_RATES" ;; *) echo "$RATES" ;; esac; }
 
+M2_CHROOT_ARGS=()
 start_wsgid() { # APP RECV SEND LOGNAME
   "$BIN/wsgid" --no-daemon --workers "$WORKERS" --app-path "$OUT/apps" --wsgi-app "$1" \
-    --recv "$2" --send "$3" > "$OUT/logs/$4.txt" 2>&1 &
+    --recv "$2" --send "$3" "${M2_CHROOT_ARGS[@]}" > "$OUT/logs/$4.txt" 2>&1 &
   pids+=($!)
 }
 
@@ -139,12 +140,15 @@ real_m2() { # PORT SEND RECV -> starts mongrel2 in a fresh chroot
   (cd "$dir" && LOGNAME=${LOGNAME:-root} m2sh load -config "$dir/mongrel2.conf" -db "$dir/config.sqlite") > "$OUT/logs/m2sh.txt" 2>&1 || return 1
   (cd "$dir" && exec mongrel2 "$dir/config.sqlite" 9a8b7c6d-0000-4000-8000-0000000d1ff0) > "$OUT/logs/mongrel2.txt" 2>&1 &
   pids+=($!)
+  # Upload paths in frames are relative to Mongrel2's chroot.
+  M2_CHROOT_ARGS=(--mongrel2-chroot "$dir")
 }
 
 for c in $CASES; do
   app=$(case_app "$c"); path=$(case_path "$c"); args=$(case_args "$c")
   for t in $TRANSPORTS; do
     S=$(free_port); R=$(free_port); HP=$(free_port)
+    M2_CHROOT_ARGS=()
     case $t in
       fake)
         if ! have fake-mongrel2 || ! have wsgid; then note "skip $c/$t: fake-mongrel2 or wsgid not built"; continue; fi
