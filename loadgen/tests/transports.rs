@@ -209,3 +209,76 @@ fn http10_gets_a_fresh_connection_per_request() {
     assert_eq!(n(&r, &["requests", "failed"]), 0, "{r}");
     assert!(n(&r, &["connections", "reconnects"]) >= 190, "{r}");
 }
+
+#[test]
+fn csv_hdr_log_and_svg_outputs_are_written_and_readable() {
+    let (_server, url) = echo_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (json, csv, hlog, svg) = (
+        dir.path().join("r.json"),
+        dir.path().join("r.csv"),
+        dir.path().join("r.hlog"),
+        dir.path().join("r.svg"),
+    );
+    let child = Guard(
+        loadgen()
+            .args(["--rps", "300", "--duration", "2s", "--quiet", "--json"])
+            .arg(&json)
+            .arg("--csv")
+            .arg(&csv)
+            .arg("--hdr-log")
+            .arg(&hlog)
+            .arg("--plot")
+            .arg(&svg)
+            .arg(&url)
+            .spawn()
+            .expect("spawn"),
+    );
+    let r = wait_report(child, &json);
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["config"]["rps"], 300.0);
+    let csv = std::fs::read_to_string(&csv).expect("csv");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("second,intended,sent,completed,failed,dropped,"),
+        "{}",
+        rows[0]
+    );
+    let completed: u64 = rows[1..]
+        .iter()
+        .map(|l| {
+            l.split(',')
+                .nth(3)
+                .expect("column")
+                .parse::<u64>()
+                .expect("number")
+        })
+        .sum();
+    assert_eq!(completed, 600, "{csv}");
+    let log = std::fs::read(&hlog).expect("hdr log");
+    let mut intervals = 0;
+    let mut count = 0;
+    for item in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&log) {
+        if let Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(i)) = item {
+            if i.tag().map(|t| t.as_str()) == Some("corrected") {
+                let bytes = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    i.encoded_histogram(),
+                )
+                .expect("base64");
+                let h: hdrhistogram::Histogram<u64> =
+                    hdrhistogram::serialization::Deserializer::new()
+                        .deserialize(&mut &bytes[..])
+                        .expect("histogram");
+                count += h.len();
+            }
+            intervals += 1;
+        }
+    }
+    assert!(intervals >= 4, "{intervals} intervals");
+    assert_eq!(count, 600);
+    let svg = std::fs::read_to_string(&svg).expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("<polyline")
+    );
+}
