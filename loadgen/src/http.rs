@@ -9,7 +9,7 @@ use crate::scenario::{PATTERN_LEN, Rendered, Scenario};
 use crate::schedule::{Arrivals, Rng};
 use crate::stats::{ErrorKind, Recorder};
 use crate::sys::{self, Epoll, HANGUP, READABLE, WRITABLE};
-use crate::worker::{Pending, Plan, StartGate};
+use crate::worker::{MAX_BACKLOG, Pending, Plan, StartGate};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -163,6 +163,11 @@ impl Worker {
                     arr.advance();
                     self.rec.intended();
                     let entry = self.scenario.pick(&mut rng);
+                    if self.backlog.len() >= MAX_BACKLOG {
+                        self.rec.dropped();
+                        self.rec.totals.backlog_overflow += 1;
+                        continue;
+                    }
                     if self.busy + self.backlog.len() >= self.slots {
                         if self.plan.saturation == Saturation::Drop {
                             self.rec.dropped();

@@ -2,7 +2,7 @@
 //! the per-second CSV timeline, an HdrHistogram interval log and an SVG plot.
 
 use crate::config::RunConfig;
-use crate::stats::{ErrorKind, Second, Totals, new_histogram};
+use crate::stats::{ErrorKind, Second, Totals};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -88,12 +88,8 @@ impl RunResult {
         wall: Duration,
         entry_names: Vec<String>,
     ) -> Self {
-        let mut corrected = new_histogram();
-        let mut uncorrected = new_histogram();
-        for s in &timeline {
-            let _ = corrected.add(&s.corrected);
-            let _ = uncorrected.add(&s.uncorrected);
-        }
+        let corrected = totals.corrected.clone();
+        let uncorrected = totals.uncorrected.clone();
         RunResult {
             config,
             transport,
@@ -175,6 +171,7 @@ impl RunResult {
                 "failed": self.sum(|s| s.failed), "dropped": self.sum(|s| s.dropped),
                 "queued_at_saturation": self.totals.queued, "backlog_max": self.totals.backlog_max,
                 "retried": self.totals.retried, "unfinished": self.totals.unfinished,
+                "backlog_overflow": self.totals.backlog_overflow,
                 "completed_in_window": self.totals.completed_in_window,
             },
             "connections": { "reconnects": self.totals.reconnects },
@@ -223,6 +220,14 @@ impl RunResult {
             self.totals.retried,
             self.totals.unfinished
         );
+        if self.totals.backlog_overflow > 0 {
+            let _ = writeln!(
+                o,
+                "  WARNING   {} due requests dropped: more than {} were waiting for a slot",
+                self.totals.backlog_overflow,
+                crate::worker::MAX_BACKLOG
+            );
+        }
         let secs = c.duration.as_secs_f64().max(1e-9);
         let target = c.rps.map_or("-".to_string(), |r| format!("{r:.1}/s"));
         let _ = writeln!(

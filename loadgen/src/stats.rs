@@ -51,9 +51,17 @@ impl ErrorKind {
     }
 }
 
-/// A latency histogram in nanoseconds (auto-resizing, 3 significant digits).
+/// A latency histogram in nanoseconds (auto-resizing, 3 significant digits): whole-run figures.
 pub fn new_histogram() -> Histogram<u64> {
     let mut h = Histogram::new(3).expect("3 significant digits is a valid precision");
+    h.auto(true);
+    h
+}
+
+/// A per-second latency histogram (2 significant digits: ten times smaller, so that long runs
+/// keep every second's histogram in memory cheaply).
+pub fn new_second_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new(2).expect("2 significant digits is a valid precision");
     h.auto(true);
     h
 }
@@ -85,8 +93,8 @@ impl Default for Second {
             completed: 0,
             failed: 0,
             dropped: 0,
-            corrected: new_histogram(),
-            uncorrected: new_histogram(),
+            corrected: new_second_histogram(),
+            uncorrected: new_second_histogram(),
         }
     }
 }
@@ -129,6 +137,12 @@ pub struct Totals {
     pub unfinished: u64,
     /// Schedule lag (actual send minus intended send), nanoseconds.
     pub lag: Histogram<u64>,
+    /// Whole-run latency from the intended send time, nanoseconds.
+    pub corrected: Histogram<u64>,
+    /// Whole-run latency from the actual send, nanoseconds.
+    pub uncorrected: Histogram<u64>,
+    /// Due requests dropped because the queue of waiting requests was full.
+    pub backlog_overflow: u64,
     /// Completed and failed requests per scenario entry.
     pub per_entry: Vec<(u64, u64)>,
 }
@@ -148,6 +162,9 @@ impl Totals {
             bytes_received: 0,
             unfinished: 0,
             lag: new_histogram(),
+            corrected: new_histogram(),
+            uncorrected: new_histogram(),
+            backlog_overflow: 0,
             per_entry: vec![(0, 0); entries],
         }
     }
@@ -169,6 +186,9 @@ impl Totals {
         self.bytes_received += o.bytes_received;
         self.unfinished += o.unfinished;
         let _ = self.lag.add(&o.lag);
+        let _ = self.corrected.add(&o.corrected);
+        let _ = self.uncorrected.add(&o.uncorrected);
+        self.backlog_overflow += o.backlog_overflow;
         for (a, b) in self.per_entry.iter_mut().zip(&o.per_entry) {
             a.0 += b.0;
             a.1 += b.1;
@@ -261,6 +281,14 @@ impl Recorder {
             .corrected
             .record(now.saturating_sub(intended).max(1));
         let _ = self.cur.uncorrected.record(now.saturating_sub(sent).max(1));
+        let _ = self
+            .totals
+            .corrected
+            .record(now.saturating_sub(intended).max(1));
+        let _ = self
+            .totals
+            .uncorrected
+            .record(now.saturating_sub(sent).max(1));
         if now < self.end {
             self.totals.completed_in_window += 1;
         }

@@ -53,6 +53,10 @@ impl Plan {
     }
 }
 
+/// Due requests waiting for a slot, at most, per worker; beyond that a due request is
+/// dropped and counted (`backlog_overflow`) rather than exhausting memory.
+pub const MAX_BACKLOG: usize = 4 << 20;
+
 /// A due request waiting for a free slot.
 #[derive(Debug, Clone, Copy)]
 pub struct Pending {

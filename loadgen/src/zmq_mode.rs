@@ -10,7 +10,7 @@ use crate::scenario::{Body, PATTERN_LEN, RequestSpec, Scenario, pattern};
 use crate::schedule::{Arrivals, Rng};
 use crate::stats::{ErrorKind, Recorder};
 use crate::sys::Epoll;
-use crate::worker::{Pending, Plan, StartGate};
+use crate::worker::{MAX_BACKLOG, Pending, Plan, StartGate};
 use anyhow::{Context as _, anyhow, bail};
 use protocol::{HeaderProtocol, Headers, RequestMeta};
 use std::collections::VecDeque;
@@ -265,6 +265,11 @@ pub fn run(
                 arr.advance();
                 rec.intended();
                 let entry = scenario.pick(&mut rng);
+                if backlog.len() >= MAX_BACKLOG {
+                    rec.dropped();
+                    rec.totals.backlog_overflow += 1;
+                    continue;
+                }
                 if busy + backlog.len() >= n_slots {
                     if plan.saturation == Saturation::Drop {
                         rec.dropped();
