@@ -263,6 +263,15 @@ fn init_config_status_restart_stop_against_a_daemon() {
     let r = sim.roundtrip("/", SLOW).expect("served after the restart");
     assert_eq!(r.status, 200);
 
+    // The access log of an initialised folder is logs/access.log, gunicorn's combined format.
+    let access = std::fs::read_to_string(app.path().join("logs/access.log")).unwrap_or_default();
+    assert!(
+        access
+            .lines()
+            .any(|l| l.starts_with("127.0.0.1 - - [") && l.contains("\"GET / HTTP/1.1\" 200 ")),
+        "access log:\n{access}"
+    );
+
     // A stale pid file shows as dead.
     std::fs::write(app.path().join("pid/worker/4194300.pid"), "4194300\n").unwrap();
     let (_, text) = status(&app);
