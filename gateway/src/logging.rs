@@ -34,15 +34,12 @@ pub struct LogSpec {
 }
 
 impl LogSpec {
-    /// The worker's spec from [`LOG_ENV`], or stderr at INFO when absent or unreadable.
-    pub fn from_env() -> LogSpec {
+    /// The worker's spec from [`LOG_ENV`]; `None` when absent or unreadable (a worker started
+    /// without a master, e.g. by a test: it sets up its own logging).
+    pub fn from_env() -> Option<LogSpec> {
         std::env::var(LOG_ENV)
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(LogSpec {
-                stderr: true,
-                ..LogSpec::default()
-            })
     }
 }
 
