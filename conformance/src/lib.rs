@@ -5,6 +5,7 @@
 //! suites themselves.
 
 pub mod fake;
+pub mod gateway;
 pub mod lifecycle;
 pub mod mongrel2;
 

@@ -1,0 +1,288 @@
+//! Calling the WSGI app for one request: environ, `app(environ, start_response)`, iterating
+//! the result (a list or tuple of bytes goes out in one frame with a computed
+//! Content-Length; anything else streams piece by piece), `close()` always, and the error
+//! answers (500 before any byte; a closed connection after).
+
+use protocol::Request;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+use crate::python::environ::{EnvironBuilder, RequestFacts};
+use crate::python::input::{ErrorStream, Input};
+use crate::python::responder::{Responder, Sent, bytes_data};
+use crate::python::{format_exception, support_module};
+
+/// The body a request brings.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// Carried in the frame.
+    Inline(&'a [u8]),
+    /// Mongrel2's upload file, with its length.
+    File(std::fs::File, u64),
+}
+
+/// How a request ended, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response was sent completely.
+    Complete,
+    /// The app failed (500 before any byte, or the connection closed mid-body).
+    AppError,
+    /// The client went away while the body streamed.
+    ClientGone,
+}
+
+/// A loaded WSGI app with the per-worker state to serve it.
+pub struct WsgiApp {
+    app: Py<PyAny>,
+    responder: Py<Responder>,
+    builder: EnvironBuilder,
+    close_name: Py<PyString>,
+    empty_body: Py<PyBytes>,
+}
+
+impl std::fmt::Debug for WsgiApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsgiApp").finish_non_exhaustive()
+    }
+}
+
+/// Logs a Python exception with its traceback.
+pub fn log_exception(py: Python<'_>, what: &str, err: &PyErr) {
+    tracing::error!("{what}:\n{}", format_exception(py, err));
+}
+
+impl WsgiApp {
+    /// Wraps `app`, sending through `socket`.
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        socket: zmq::Socket,
+        multiprocess: bool,
+        server_name: &str,
+        server_port: u16,
+    ) -> PyResult<Self> {
+        let support = support_module(py)?;
+        let file_wrapper = support.getattr("FileWrapper")?;
+        let errors = Bound::new(py, ErrorStream::default())?.into_any();
+        let builder = EnvironBuilder::new(
+            py,
+            multiprocess,
+            errors,
+            file_wrapper,
+            server_name,
+            server_port,
+        )?;
+        Ok(WsgiApp {
+            app,
+            responder: Responder::create(py, socket)?,
+            builder,
+            close_name: PyString::intern(py, "close").unbind(),
+            empty_body: PyBytes::new(py, b"").unbind(),
+        })
+    }
+
+    /// Sends the zero-length reply that closes `conn_id` (e.g. to refuse an upload).
+    pub fn send_close(&self, py: Python<'_>, sender: &[u8], conn_id: u64) {
+        let mut r = self.responder.borrow_mut(py);
+        r.begin(sender, conn_id, &RequestFacts::default());
+        r.send_close();
+    }
+
+    /// Closes the reply socket; its queued replies are flushed when the ZeroMQ context is
+    /// terminated (within the socket's linger).
+    pub fn close_socket(&self, py: Python<'_>) {
+        drop(self.responder.borrow_mut(py).take_socket());
+    }
+
+    /// Sends a complete, gateway-made HTTP response and closes the connection.
+    pub fn send_raw_and_close(&self, py: Python<'_>, sender: &[u8], conn_id: u64, payload: &[u8]) {
+        let mut r = self.responder.borrow_mut(py);
+        r.begin(sender, conn_id, &RequestFacts::default());
+        r.send_raw(payload);
+        r.send_close();
+    }
+
+    /// Serves one HTTP request. `client_gone()` is asked between streamed pieces whether the
+    /// client disconnected meanwhile.
+    pub fn serve<'a>(
+        &mut self,
+        py: Python<'_>,
+        req: &'a Request<'a>,
+        body: Body<'_>,
+        client_gone: &mut dyn FnMut() -> bool,
+    ) -> (Outcome, Sent, RequestFacts<'a>) {
+        let (input, body_len) = match body {
+            Body::Inline([]) => (Input::memory(self.empty_body.clone_ref(py)), None),
+            Body::Inline(b) => (Input::memory(PyBytes::new(py, b).unbind()), None),
+            Body::File(f, n) => (Input::file(f, n), Some(n)),
+        };
+        let built = Bound::new(py, input)
+            .and_then(|input| self.builder.build(py, req, input.as_any(), body_len));
+        let (environ, facts) = match built {
+            Ok(v) => v,
+            Err(e) => {
+                log_exception(py, "building the environ failed", &e);
+                let mut r = self.responder.borrow_mut(py);
+                r.begin(req.sender, req.conn_id, &RequestFacts::default());
+                r.fail();
+                return (Outcome::AppError, r.sent(), RequestFacts::default());
+            }
+        };
+        self.responder
+            .borrow_mut(py)
+            .begin(req.sender, req.conn_id, &facts);
+
+        // SAFETY: vectorcall with two live arguments; the result is a new reference or NULL.
+        let result = unsafe {
+            let args = [environ.as_ptr(), self.responder.as_ptr()];
+            let ptr =
+                ffi::PyObject_Vectorcall(self.app.as_ptr(), args.as_ptr(), 2, std::ptr::null_mut());
+            Bound::from_owned_ptr_or_err(py, ptr)
+        };
+        drop(environ);
+        let outcome = match result {
+            Err(e) => {
+                log_exception(py, "the WSGI app raised", &e);
+                self.responder.borrow_mut(py).fail();
+                Outcome::AppError
+            }
+            Ok(iterable) => {
+                let outcome = self.send_iterable(py, &iterable, client_gone);
+                self.close_iterable(py, &iterable);
+                outcome
+            }
+        };
+        let sent = self.responder.borrow(py).sent();
+        (outcome, sent, facts)
+    }
+
+    fn close_iterable(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) {
+        // SAFETY: type checks on a live object.
+        let plain = unsafe {
+            ffi::PyList_CheckExact(iterable.as_ptr()) != 0
+                || ffi::PyTuple_CheckExact(iterable.as_ptr()) != 0
+                || ffi::PyBytes_CheckExact(iterable.as_ptr()) != 0
+        };
+        if plain {
+            return;
+        }
+        match iterable.getattr(self.close_name.bind(py)) {
+            Ok(close) => {
+                if let Err(e) = close.call0() {
+                    log_exception(py, "the response iterable's close() raised", &e);
+                }
+            }
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {}
+            Err(e) => log_exception(py, "looking up close() on the response iterable", &e),
+        }
+    }
+
+    fn app_problem(&self, py: Python<'_>) -> Option<String> {
+        self.responder.borrow(py).problem()
+    }
+
+    fn send_iterable(
+        &mut self,
+        py: Python<'_>,
+        iterable: &Bound<'_, PyAny>,
+        client_gone: &mut dyn FnMut() -> bool,
+    ) -> Outcome {
+        let obj = iterable.as_ptr();
+        // Fast path: a list or tuple of bytes is a body of known length.
+        // SAFETY: exact type checks, then items read while the sequence is alive and not
+        // mutated (no Python code runs in between).
+        unsafe {
+            let (is_list, is_tuple) = (
+                ffi::PyList_CheckExact(obj) != 0,
+                ffi::PyTuple_CheckExact(obj) != 0,
+            );
+            if is_list || is_tuple {
+                let n = if is_list {
+                    ffi::PyList_GET_SIZE(obj)
+                } else {
+                    ffi::PyTuple_GET_SIZE(obj)
+                };
+                let item = |i: ffi::Py_ssize_t| {
+                    if is_list {
+                        ffi::PyList_GET_ITEM(obj, i)
+                    } else {
+                        ffi::PyTuple_GET_ITEM(obj, i)
+                    }
+                };
+                if (0..n).all(|i| bytes_data(item(i)).is_some()) {
+                    if let Some(problem) = self.app_problem(py) {
+                        tracing::error!("{problem}; answering 500");
+                        self.responder.borrow_mut(py).fail();
+                        return Outcome::AppError;
+                    }
+                    let pieces = (0..n).map(|i| bytes_data(item(i)).unwrap_or_default());
+                    let mut r = self.responder.borrow_mut(py);
+                    r.send_whole(pieces);
+                    r.finish();
+                    return Outcome::Complete;
+                }
+            }
+        }
+        self.stream(py, iterable, client_gone)
+    }
+
+    fn stream(
+        &mut self,
+        py: Python<'_>,
+        iterable: &Bound<'_, PyAny>,
+        client_gone: &mut dyn FnMut() -> bool,
+    ) -> Outcome {
+        let iter = match iterable.try_iter() {
+            Ok(it) => it,
+            Err(e) => {
+                log_exception(py, "the WSGI app returned a non-iterable", &e);
+                self.responder.borrow_mut(py).fail();
+                return Outcome::AppError;
+            }
+        };
+        for item in iter {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    log_exception(py, "the WSGI app raised while producing its body", &e);
+                    self.responder.borrow_mut(py).fail();
+                    return Outcome::AppError;
+                }
+            };
+            // SAFETY: `item` is live for this iteration.
+            let Some(data) = (unsafe { bytes_data(item.as_ptr()) }) else {
+                tracing::error!(
+                    "the WSGI app yielded {} instead of bytes",
+                    item.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                );
+                self.responder.borrow_mut(py).fail();
+                return Outcome::AppError;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if let Some(problem) = self.app_problem(py) {
+                tracing::error!("{problem}; answering 500");
+                self.responder.borrow_mut(py).fail();
+                return Outcome::AppError;
+            }
+            self.responder.borrow_mut(py).send_piece(data);
+            if client_gone() {
+                self.responder.borrow_mut(py).abort();
+                return Outcome::ClientGone;
+            }
+        }
+        if let Some(problem) = self.app_problem(py) {
+            tracing::error!("{problem}; answering 500");
+            self.responder.borrow_mut(py).fail();
+            return Outcome::AppError;
+        }
+        self.responder.borrow_mut(py).finish();
+        Outcome::Complete
+    }
+}

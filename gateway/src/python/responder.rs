@@ -1,0 +1,535 @@
+//! `start_response` / `write` and the sending side of a response: one long-lived `Responder`
+//! per worker (reset per request) frames the app's status, headers and body as HTTP/1.x and
+//! sends each piece as one Mongrel2 reply frame built into a reused buffer.
+
+use pyo3::exceptions::{PyAssertionError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::python::environ::RequestFacts;
+use crate::response::{
+    AppHeader, DateCache, ERROR_BODY, Framing, LAST_CHUNK, SERVER, body_allowed, check_header,
+    choose_framing, parse_content_length, parse_status, push_chunk,
+};
+
+/// Frames bigger than this are handed to ZeroMQ without a copy (the buffer is given away).
+const ZERO_COPY_MIN: usize = 256 * 1024;
+
+/// The latin-1 bytes of a str whose characters are all < 256 (PEP 3333 "native strings").
+///
+/// # Safety
+/// `obj` must be a live object and the GIL held; the slice lives as long as the object.
+pub unsafe fn str_latin1<'a>(obj: *mut ffi::PyObject) -> Option<&'a [u8]> {
+    // SAFETY: guaranteed by the caller; a str's kind-1 data is its latin-1 bytes.
+    unsafe {
+        if ffi::PyUnicode_Check(obj) == 0 || ffi::PyUnicode_KIND(obj) != ffi::PyUnicode_1BYTE_KIND {
+            return None;
+        }
+        let len = ffi::PyUnicode_GET_LENGTH(obj) as usize;
+        Some(std::slice::from_raw_parts(
+            ffi::PyUnicode_1BYTE_DATA(obj),
+            len,
+        ))
+    }
+}
+
+/// The bytes of a `bytes` object.
+///
+/// # Safety
+/// `obj` must be a live object and the GIL held; the slice lives as long as the object.
+pub unsafe fn bytes_data<'a>(obj: *mut ffi::PyObject) -> Option<&'a [u8]> {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if ffi::PyBytes_Check(obj) == 0 {
+            return None;
+        }
+        let len = ffi::PyBytes_Size(obj) as usize;
+        Some(std::slice::from_raw_parts(
+            ffi::PyBytes_AS_STRING(obj).cast(),
+            len,
+        ))
+    }
+}
+
+/// `start_response` (callable) and the response state of the request in progress.
+#[pyclass(unsendable, module = "wsgid")]
+pub struct Responder {
+    socket: Option<zmq::Socket>,
+    prefix: Vec<u8>,
+    frame: Vec<u8>,
+    date: DateCache,
+    write_fn: Option<Py<PyAny>>,
+    facts: Facts,
+    // start_response
+    started: bool,
+    code: u16,
+    status: Vec<u8>,
+    headers: Vec<u8>,
+    app_len: Option<u64>,
+    has_date: bool,
+    has_server: bool,
+    has_connection: bool,
+    app_close: bool,
+    invalid: Option<String>,
+    // sending
+    headers_sent: bool,
+    framing: Framing,
+    body_sent: u64,
+    close_after: bool,
+    truncated: bool,
+    bytes_out: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Facts {
+    http11: bool,
+    head: bool,
+    client_close: bool,
+    keep_alive_10: bool,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("code", &self.code)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to a response, for the log and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Status code sent (500 when the gateway answered for a failed app).
+    pub status: u16,
+    /// Payload bytes sent to the client (head and body).
+    pub bytes: u64,
+}
+
+impl Responder {
+    /// A responder sending through `socket` (the worker's PUB/XPUB socket).
+    pub fn create(py: Python<'_>, socket: zmq::Socket) -> PyResult<Py<Responder>> {
+        let r = Py::new(
+            py,
+            Responder {
+                socket: Some(socket),
+                prefix: Vec::with_capacity(128),
+                frame: Vec::with_capacity(16 * 1024),
+                date: DateCache::default(),
+                write_fn: None,
+                facts: Facts::default(),
+                started: false,
+                code: 0,
+                status: Vec::with_capacity(64),
+                headers: Vec::with_capacity(1024),
+                app_len: None,
+                has_date: false,
+                has_server: false,
+                has_connection: false,
+                app_close: false,
+                invalid: None,
+                headers_sent: false,
+                framing: Framing::NoBody,
+                body_sent: 0,
+                close_after: false,
+                truncated: false,
+                bytes_out: 0,
+            },
+        )?;
+        let write = r.bind(py).getattr("write")?.unbind();
+        r.borrow_mut(py).write_fn = Some(write);
+        Ok(r)
+    }
+
+    /// Takes the reply socket out (to close it, flushing queued replies, when the worker
+    /// leaves).
+    pub fn take_socket(&mut self) -> Option<zmq::Socket> {
+        self.socket.take()
+    }
+
+    /// Resets the state for a new request to `sender`/`conn_id`.
+    pub fn begin(&mut self, sender: &[u8], conn_id: u64, facts: &RequestFacts<'_>) {
+        self.prefix.clear();
+        if protocol::encode_reply(&mut self.prefix, sender, &[conn_id], b"").is_err() {
+            self.prefix.clear();
+        }
+        self.facts = Facts {
+            http11: facts.http11,
+            head: facts.head,
+            client_close: facts.client_close,
+            keep_alive_10: facts.keep_alive_10,
+        };
+        self.reset_start();
+        self.headers_sent = false;
+        self.framing = Framing::NoBody;
+        self.body_sent = 0;
+        self.close_after = false;
+        self.truncated = false;
+        self.bytes_out = 0;
+    }
+
+    fn reset_start(&mut self) {
+        self.started = false;
+        self.code = 0;
+        self.status.clear();
+        self.headers.clear();
+        self.app_len = None;
+        self.has_date = false;
+        self.has_server = false;
+        self.has_connection = false;
+        self.app_close = false;
+        self.invalid = None;
+    }
+
+    /// Whether any byte of the response was sent.
+    pub fn headers_sent(&self) -> bool {
+        self.headers_sent
+    }
+
+    /// Why the response cannot be sent as the app asked (no start_response, bad status or
+    /// header), if so.
+    pub fn problem(&self) -> Option<String> {
+        if !self.started {
+            return Some("the app returned without calling start_response()".into());
+        }
+        self.invalid.clone()
+    }
+
+    /// Payload bytes sent for this request.
+    pub fn sent(&self) -> Sent {
+        Sent {
+            status: self.code,
+            bytes: self.bytes_out,
+        }
+    }
+
+    fn start_frame(&mut self) {
+        self.frame.clear();
+        self.frame.extend_from_slice(&self.prefix);
+    }
+
+    fn send_frame(&mut self) {
+        let payload = self.frame.len() - self.prefix.len();
+        self.bytes_out += payload as u64;
+        let Some(socket) = &self.socket else {
+            tracing::error!("a reply frame after the reply socket was closed is dropped");
+            return;
+        };
+        let result = if self.frame.len() >= ZERO_COPY_MIN {
+            let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(16 * 1024));
+            socket.send(frame, 0)
+        } else {
+            socket.send(&self.frame[..], 0)
+        };
+        if let Err(e) = result {
+            tracing::error!("sending a reply frame failed: {e}");
+        }
+    }
+
+    /// Sends `payload` as is (a response the gateway made itself).
+    pub fn send_raw(&mut self, payload: &[u8]) {
+        self.start_frame();
+        self.frame.extend_from_slice(payload);
+        self.send_frame();
+    }
+
+    /// Sends the zero-length reply that makes Mongrel2 close the connection.
+    pub fn send_close(&mut self) {
+        self.start_frame();
+        self.send_frame();
+    }
+
+    fn push_head(&mut self, known_len: Option<u64>) {
+        let f = self.facts;
+        self.framing = choose_framing(self.app_len, known_len, f.http11, f.head, self.code);
+        self.frame
+            .extend_from_slice(if f.http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+        self.frame.extend_from_slice(&self.status);
+        self.frame.extend_from_slice(b"\r\n");
+        self.frame.extend_from_slice(&self.headers);
+        if !self.has_date {
+            self.frame.extend_from_slice(b"Date: ");
+            let date = self.date.now();
+            self.frame.extend_from_slice(date);
+            self.frame.extend_from_slice(b"\r\n");
+        }
+        if !self.has_server {
+            self.frame.extend_from_slice(b"Server: ");
+            self.frame.extend_from_slice(SERVER.as_bytes());
+            self.frame.extend_from_slice(b"\r\n");
+        }
+        match self.framing {
+            Framing::Length(n) => {
+                self.frame.extend_from_slice(b"Content-Length: ");
+                self.frame
+                    .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                self.frame.extend_from_slice(b"\r\n");
+            }
+            Framing::Chunked => self
+                .frame
+                .extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            Framing::Close => self.close_after = true,
+            Framing::AppLength(_) | Framing::NoBody => {}
+        }
+        self.close_after |= f.client_close || self.app_close;
+        if !self.has_connection {
+            if self.close_after {
+                self.frame.extend_from_slice(b"Connection: close\r\n");
+            } else if f.keep_alive_10 {
+                self.frame.extend_from_slice(b"Connection: keep-alive\r\n");
+            }
+        }
+        self.frame.extend_from_slice(b"\r\n");
+        self.headers_sent = true;
+    }
+
+    fn push_body(&mut self, data: &[u8]) {
+        if !body_allowed(self.facts.head, self.code) {
+            return;
+        }
+        match self.framing {
+            Framing::Chunked => push_chunk(&mut self.frame, data),
+            Framing::AppLength(n) => {
+                let room = n.saturating_sub(self.body_sent);
+                let take = (data.len() as u64).min(room) as usize;
+                if take < data.len() && !self.truncated {
+                    self.truncated = true;
+                    tracing::warn!(
+                        "the app sent more body than its Content-Length {n}; the rest is dropped"
+                    );
+                }
+                self.frame.extend_from_slice(&data[..take]);
+                self.body_sent += take as u64;
+                return;
+            }
+            Framing::Length(_) | Framing::Close => self.frame.extend_from_slice(data),
+            Framing::NoBody => return,
+        }
+        self.body_sent += data.len() as u64;
+    }
+
+    /// Sends one piece of a streamed body (the head first, when not sent yet).
+    pub fn send_piece(&mut self, data: &[u8]) {
+        self.start_frame();
+        if !self.headers_sent {
+            self.push_head(None);
+        }
+        self.push_body(data);
+        if self.frame.len() > self.prefix.len() {
+            self.send_frame();
+        }
+    }
+
+    /// Sends a whole response whose body pieces are all known: the head with a computed
+    /// Content-Length and the body in one frame.
+    pub fn send_whole<'a>(&mut self, pieces: impl Iterator<Item = &'a [u8]> + Clone) {
+        self.start_frame();
+        if !self.headers_sent {
+            let total: u64 = pieces.clone().map(|p| p.len() as u64).sum();
+            self.push_head(Some(total));
+        }
+        for p in pieces {
+            self.push_body(p);
+        }
+        if self.frame.len() > self.prefix.len() {
+            self.send_frame();
+        }
+    }
+
+    /// Ends a response whose body was sent completely: the head when nothing was sent yet
+    /// (an empty body), the last chunk, and the close frame when the connection must close.
+    pub fn finish(&mut self) {
+        if !self.headers_sent {
+            self.start_frame();
+            self.push_head(Some(0));
+            self.send_frame();
+        } else if self.framing == Framing::Chunked && body_allowed(self.facts.head, self.code) {
+            self.start_frame();
+            self.frame.extend_from_slice(LAST_CHUNK);
+            self.send_frame();
+        }
+        if let Framing::AppLength(n) = self.framing
+            && self.body_sent < n
+            && body_allowed(self.facts.head, self.code)
+        {
+            tracing::warn!(
+                "the app sent {} body bytes of the {n} its Content-Length announced; closing",
+                self.body_sent
+            );
+            self.close_after = true;
+        }
+        if self.close_after {
+            self.send_close();
+        }
+    }
+
+    /// Ends a response the app failed: a 500 when nothing was sent yet, otherwise the
+    /// connection is closed without terminating the body.
+    pub fn fail(&mut self) {
+        if self.headers_sent {
+            self.send_close();
+            return;
+        }
+        self.reset_start();
+        self.started = true;
+        self.code = 500;
+        self.status.extend_from_slice(b"500 Internal Server Error");
+        self.headers
+            .extend_from_slice(b"Content-Type: text/plain\r\n");
+        self.start_frame();
+        self.push_head(Some(ERROR_BODY.len() as u64));
+        self.push_body(ERROR_BODY);
+        self.send_frame();
+        if self.close_after {
+            self.send_close();
+        }
+    }
+
+    /// Client gone while streaming: close the connection (Mongrel2 forgets it either way).
+    pub fn abort(&mut self) {
+        self.send_close();
+    }
+
+    fn set_status_and_headers(
+        &mut self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+    ) -> Result<(), String> {
+        // SAFETY: live objects held by the caller's Bounds; GIL held.
+        let status_b = unsafe { str_latin1(status.as_ptr()) }
+            .ok_or_else(|| format!("status must be a latin-1 str, got {}", type_repr(status)))?;
+        self.code = parse_status(status_b)?;
+        self.status.extend_from_slice(status_b);
+        let list = headers.cast::<pyo3::types::PyList>().map_err(|_| {
+            format!(
+                "response headers must be a list, got {}",
+                type_repr(headers)
+            )
+        })?;
+        for item in list.iter() {
+            let tuple = item.cast::<pyo3::types::PyTuple>().map_err(|_| {
+                format!(
+                    "each response header must be a (name, value) tuple, got {}",
+                    type_repr(&item)
+                )
+            })?;
+            if tuple.len() != 2 {
+                return Err(format!(
+                    "a response header tuple has {} items, not 2",
+                    tuple.len()
+                ));
+            }
+            // SAFETY: tuple items are live while the tuple is.
+            let (name, value) = unsafe {
+                let t = tuple.as_ptr();
+                (
+                    str_latin1(ffi::PyTuple_GET_ITEM(t, 0)),
+                    str_latin1(ffi::PyTuple_GET_ITEM(t, 1)),
+                )
+            };
+            let (Some(name), Some(value)) = (name, value) else {
+                return Err(format!(
+                    "response header names and values must be latin-1 str, got {}",
+                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                ));
+            };
+            match check_header(name, value)? {
+                AppHeader::ContentLength => {
+                    let n = parse_content_length(value).ok_or_else(|| {
+                        format!("bad Content-Length {:?}", String::from_utf8_lossy(value))
+                    })?;
+                    if self.app_len.is_some_and(|m| m != n) {
+                        return Err("two different Content-Length headers".into());
+                    }
+                    if self.app_len.is_some() {
+                        continue;
+                    }
+                    self.app_len = Some(n);
+                }
+                AppHeader::Date => self.has_date = true,
+                AppHeader::Server => self.has_server = true,
+                AppHeader::Connection => {
+                    self.has_connection = true;
+                    if value
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                    {
+                        self.app_close = true;
+                    }
+                }
+                AppHeader::Other => {}
+            }
+            self.headers.extend_from_slice(name);
+            self.headers.extend_from_slice(b": ");
+            self.headers.extend_from_slice(value);
+            self.headers.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    }
+}
+
+fn type_repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+#[pymethods]
+impl Responder {
+    /// `start_response(status, response_headers, exc_info=None)`; returns `write`.
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        &mut self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        match exc_info {
+            Some(info) if self.headers_sent => {
+                let value = info.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+            Some(_) => {}
+            None if self.started => {
+                return Err(PyAssertionError::new_err(
+                    "start_response() called a second time without exc_info",
+                ));
+            }
+            None => {}
+        }
+        self.reset_start();
+        self.started = true;
+        if let Err(reason) = self.set_status_and_headers(status, headers) {
+            tracing::error!("invalid start_response() arguments: {reason}");
+            self.invalid = Some(reason);
+        }
+        Ok(self
+            .write_fn
+            .as_ref()
+            .map(|w| w.clone_ref(py))
+            .unwrap_or_else(|| py.None()))
+    }
+
+    /// The `write(data)` callable start_response returns: sends `data` at once.
+    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        // SAFETY: `data` is live for this call.
+        let Some(bytes) = (unsafe { bytes_data(data.as_ptr()) }) else {
+            return Err(PyTypeError::new_err(format!(
+                "write() takes bytes, got {}",
+                type_repr(data)
+            )));
+        };
+        if !self.started {
+            return Err(PyAssertionError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        if self.invalid.is_some() || bytes.is_empty() {
+            return Ok(());
+        }
+        self.send_piece(bytes);
+        Ok(())
+    }
+}

@@ -1,0 +1,414 @@
+//! The worker process: connects PUB (an XPUB, to see Mongrel2's subscription arrive) to every
+//! `--send` endpoint and PULL to every `--recv` endpoint, loads the app into the embedded
+//! interpreter and serves one request at a time, holding the GIL for its whole life.
+//! Stops gracefully on SIGTERM/SIGINT or after `max_requests`: the PULL socket is closed first
+//! (after taking in what it already holds), then every request already received is served.
+
+mod signals;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use protocol::{Kind, Request};
+use pyo3::prelude::*;
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::config::WorkerConfig;
+use crate::loader::{LoadError, load_app};
+use crate::python::app::{Body, Outcome, WsgiApp};
+use crate::scoreboard::Slot;
+use crate::upload::UploadPolicy;
+
+/// Exit code of a worker whose app cannot be loaded.
+pub const EXIT_LOAD_FAILED: i32 = 3;
+
+/// Longest a stop request can go unnoticed while the worker waits for requests (the signal
+/// itself interrupts the wait; this covers a signal landing just before it).
+const STOP_CHECK_MS: i32 = 500;
+
+/// How long the PUB socket may take to flush replies when the worker exits.
+const LINGER_MS: i32 = 5000;
+
+/// Serves until SIGTERM/SIGINT or `cfg.max_requests` requests (graceful in both cases).
+/// Exits the process with code 3 (after one clear line on stderr) when the app cannot be
+/// loaded.
+pub fn run(cfg: WorkerConfig) -> anyhow::Result<()> {
+    init_logging(cfg.debug);
+    for (k, v) in &cfg.envs {
+        // SAFETY: no other thread exists yet (the interpreter and ZeroMQ start below).
+        unsafe { std::env::set_var(k, v) };
+    }
+    signals::install().context("installing the SIGTERM handler")?;
+
+    let python = crate::python::choose_python(cfg.python.as_deref(), &cfg.app_path);
+    crate::python::start_interpreter(&python)?;
+    tracing::debug!("Python started from {}", python.display());
+
+    Python::attach(|py| serve(py, &cfg))
+}
+
+fn init_logging(debug: bool) {
+    let level = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSGID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load_or_exit(py: Python<'_>, cfg: &WorkerConfig) -> Py<PyAny> {
+    match load_app(py, cfg) {
+        Ok(app) => app,
+        Err(e) => {
+            if let LoadError::AppRaised { detail, .. } = &e {
+                tracing::error!("{detail}");
+            }
+            tracing::error!("cannot load the WSGI app: {e}");
+            eprintln!("wsgid: cannot load the WSGI app: {e}");
+            std::process::exit(EXIT_LOAD_FAILED);
+        }
+    }
+}
+
+/// The PULL side: the socket plus the frames taken in early (while checking for a
+/// disconnect during a streamed response, or when draining at shutdown).
+struct Inbox {
+    pull: Option<zmq::Socket>,
+    pending: VecDeque<zmq::Message>,
+}
+
+impl Inbox {
+    /// Takes in every frame already queued; true when one is a disconnect of
+    /// `sender`/`conn_id` (queued requests of that connection are dropped too).
+    fn client_gone(&mut self, sender: &[u8], conn_id: u64) -> bool {
+        let Some(pull) = &self.pull else {
+            return false;
+        };
+        let mut gone = false;
+        loop {
+            let mut msg = zmq::Message::new();
+            match pull.recv(&mut msg, zmq::DONTWAIT) {
+                Ok(()) => {
+                    let is_ours = protocol::parse_request(&msg).is_ok_and(|r| {
+                        r.sender == sender
+                            && r.conn_id == conn_id
+                            && matches!(r.kind(), Ok(Kind::Disconnect))
+                    });
+                    if is_ours {
+                        gone = true;
+                    } else {
+                        self.pending.push_back(msg);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if gone {
+            tracing::info!("client {conn_id} disconnected while its response streamed");
+            self.pending.retain(|m| {
+                !protocol::parse_request(m)
+                    .is_ok_and(|r| r.sender == sender && r.conn_id == conn_id)
+            });
+        }
+        gone
+    }
+
+    /// Stops the flow: takes in what the PULL socket holds, then closes it.
+    fn close(&mut self) {
+        if let Some(pull) = self.pull.take() {
+            loop {
+                let mut msg = zmq::Message::new();
+                if pull.recv(&mut msg, zmq::DONTWAIT).is_err() {
+                    break;
+                }
+                self.pending.push_back(msg);
+            }
+            let _ = pull.set_linger(0);
+            drop(pull);
+            tracing::info!(
+                "stopped taking requests; {} already received will be served",
+                self.pending.len()
+            );
+        }
+    }
+}
+
+struct Worker {
+    app: WsgiApp,
+    inbox: Inbox,
+    uploads: UploadPolicy,
+    slot: Option<Slot>,
+    access_log: Option<AccessLog>,
+    served: u64,
+    max_requests: u64,
+}
+
+fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
+    let app = load_or_exit(py, cfg);
+
+    let ctx = zmq::Context::new();
+    let xpub = ctx.socket(zmq::XPUB).context("creating the reply socket")?;
+    xpub.set_xpub_verbose(true)?;
+    xpub.set_sndhwm(0)?;
+    xpub.set_linger(LINGER_MS)?;
+    for ep in &cfg.send {
+        xpub.connect(ep)
+            .with_context(|| format!("connecting the reply socket to {ep}"))?;
+    }
+    wait_for_subscriptions(&xpub, cfg.send.len())?;
+
+    let pull = ctx
+        .socket(zmq::PULL)
+        .context("creating the request socket")?;
+    pull.set_rcvtimeo(STOP_CHECK_MS)?;
+    for ep in &cfg.recv {
+        pull.connect(ep)
+            .with_context(|| format!("connecting the request socket to {ep}"))?;
+    }
+    let app = WsgiApp::new(
+        py,
+        app,
+        xpub,
+        cfg.workers > 1,
+        &cfg.server_name,
+        cfg.server_port,
+    )
+    .map_err(|e| anyhow::anyhow!("setting up the WSGI environment: {e}"))?;
+    let mut worker = Worker {
+        app,
+        inbox: Inbox {
+            pull: Some(pull),
+            pending: VecDeque::new(),
+        },
+        uploads: UploadPolicy::from_config(cfg),
+        slot: Slot::from_env(),
+        access_log: open_access_log(cfg),
+        served: 0,
+        max_requests: cfg.max_requests,
+    };
+    tracing::info!(
+        "worker {} serving (recv {:?}, send {:?})",
+        std::process::id(),
+        cfg.recv,
+        cfg.send
+    );
+    if let Some(slot) = &worker.slot {
+        slot.ready();
+    }
+    worker.run(py);
+    // Close the reply socket, then terminate the context: that waits (up to the linger) until
+    // every queued reply, the last one included, is on the wire.
+    worker.app.close_socket(py);
+    drop(worker);
+    drop(ctx);
+    Ok(())
+}
+
+fn open_access_log(cfg: &WorkerConfig) -> Option<AccessLog> {
+    let path = cfg.access_log.as_ref()?;
+    let format = cfg
+        .access_log_format
+        .as_deref()
+        .unwrap_or(r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#);
+    match AccessLog::open(path, format) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::error!("cannot open the access log {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Waits until each of the `n` send endpoints' Mongrel2 subscribed (the slow-joiner rule:
+/// replies published before that are lost).
+fn wait_for_subscriptions(xpub: &zmq::Socket, n: usize) -> anyhow::Result<()> {
+    let mut seen = 0;
+    let start = Instant::now();
+    let mut next_note = Duration::from_secs(5);
+    while seen < n {
+        if signals::stop_requested() {
+            return Ok(());
+        }
+        let mut items = [
+            xpub.as_poll_item(zmq::POLLIN),
+            zmq::PollItem::from_fd(signals::wake_fd(), zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, 1000) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(e).context("waiting for Mongrel2's subscription"),
+        }
+        while let Ok(msg) = xpub.recv_bytes(zmq::DONTWAIT) {
+            if msg.first() == Some(&1) {
+                seen += 1;
+            }
+        }
+        if start.elapsed() >= next_note && seen < n {
+            tracing::warn!(
+                "still waiting for Mongrel2 to subscribe ({seen} of {n} send endpoints) after {:?}",
+                start.elapsed()
+            );
+            next_note += Duration::from_secs(5);
+        }
+    }
+    Ok(())
+}
+
+impl Worker {
+    fn run(&mut self, py: Python<'_>) {
+        let mut msg = zmq::Message::new();
+        loop {
+            if signals::stop_requested() || self.limit_reached() {
+                break;
+            }
+            if let Some(m) = self.inbox.pending.pop_front() {
+                self.handle(py, &m);
+                continue;
+            }
+            let Some(pull) = &self.inbox.pull else {
+                break;
+            };
+            // Blocking receive: a stop signal interrupts it (EINTR); the receive timeout
+            // bounds the window of a signal landing just before the call.
+            match pull.recv(&mut msg, 0) {
+                Ok(()) => self.handle(py, &msg),
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                Err(e) => {
+                    tracing::error!("receiving a request failed: {e}");
+                    break;
+                }
+            }
+        }
+        if self.limit_reached() {
+            tracing::info!("served {} requests (max-requests); leaving", self.served);
+        } else {
+            tracing::info!("stop requested; leaving gracefully");
+        }
+        // Graceful: stop the flow, then serve what was already received.
+        self.inbox.close();
+        while let Some(m) = self.inbox.pending.pop_front() {
+            self.handle(py, &m);
+        }
+        tracing::info!(
+            "worker {} done after {} requests",
+            std::process::id(),
+            self.served
+        );
+    }
+
+    fn limit_reached(&self) -> bool {
+        self.max_requests > 0 && self.served >= self.max_requests
+    }
+
+    fn handle(&mut self, py: Python<'_>, frame: &[u8]) {
+        let req = match protocol::parse_request(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(
+                    "dropping a malformed request frame ({} bytes): {e}",
+                    frame.len()
+                );
+                return;
+            }
+        };
+        match req.kind() {
+            Err(e) => {
+                tracing::warn!("dropping request frame of connection {}: {e}", req.conn_id);
+            }
+            Ok(Kind::Disconnect) => {
+                tracing::debug!("client {} disconnected", req.conn_id);
+            }
+            Ok(Kind::SocketJson) | Ok(Kind::SocketXml) => {
+                tracing::debug!(
+                    "skipping a socket message of connection {} on {}",
+                    req.conn_id,
+                    String::from_utf8_lossy(req.path)
+                );
+            }
+            Ok(Kind::UploadStart { .. }) => {
+                let cl = req.headers.get_one(b"content-length");
+                if let Err(denied) = self.uploads.admit(cl) {
+                    tracing::warn!("upload of connection {} denied: {denied}", req.conn_id);
+                    self.app.send_close(py, req.sender, req.conn_id);
+                }
+            }
+            Ok(Kind::UploadDone { path }) => {
+                let path = path.to_vec();
+                match self.uploads.open(&path) {
+                    Ok(upload) => {
+                        let announced = req
+                            .headers
+                            .get_one(b"content-length")
+                            .and_then(crate::response::parse_content_length);
+                        let len = announced.map_or(upload.size, |n| n.min(upload.size));
+                        let file_path = upload.path.clone();
+                        self.serve_http(py, &req, Body::File(upload.file, len));
+                        self.uploads.finish(&file_path);
+                    }
+                    Err(e) => {
+                        tracing::warn!("upload of connection {}: {e}", req.conn_id);
+                        self.app.send_raw_and_close(
+                            py,
+                            req.sender,
+                            req.conn_id,
+                            &e.http_response(),
+                        );
+                    }
+                }
+            }
+            Ok(Kind::Http) => self.serve_http(py, &req, Body::Inline(req.body)),
+        }
+    }
+
+    fn serve_http(&mut self, py: Python<'_>, req: &Request<'_>, body: Body<'_>) {
+        if let Some(slot) = &self.slot {
+            slot.begin(req.sender, req.conn_id);
+        }
+        let started = self
+            .access_log
+            .as_ref()
+            .map(|_| (SystemTime::now(), Instant::now()));
+        let inbox = &mut self.inbox;
+        let (sender, conn_id) = (req.sender, req.conn_id);
+        let mut gone = || inbox.client_gone(sender, conn_id);
+        let (outcome, sent, facts) = self.app.serve(py, req, body, &mut gone);
+        if let Some(slot) = &self.slot {
+            slot.end();
+        }
+        self.served += 1;
+        if let (Some(log), Some((time, t0))) = (&self.access_log, started) {
+            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let (remote, method, uri, version) = (
+                s(facts.remote_addr),
+                s(facts.method),
+                s(facts.uri),
+                s(facts.version),
+            );
+            let (referer, agent) = (s(facts.referer), s(facts.user_agent));
+            log.log(&AccessRecord {
+                remote_addr: &remote,
+                time,
+                method: &method,
+                uri: &uri,
+                version: &version,
+                status: sent.status,
+                bytes: sent.bytes,
+                referer: (!referer.is_empty()).then_some(referer.as_str()),
+                user_agent: (!agent.is_empty()).then_some(agent.as_str()),
+                duration: t0.elapsed(),
+            });
+        }
+        if outcome != Outcome::Complete {
+            tracing::debug!(
+                "{} {} {} -> {} ({} bytes, {:?})",
+                String::from_utf8_lossy(facts.method),
+                String::from_utf8_lossy(facts.uri),
+                String::from_utf8_lossy(facts.version),
+                sent.status,
+                sent.bytes,
+                outcome
+            );
+        }
+    }
+}
