@@ -55,6 +55,8 @@ enum Step {
     Close(usize),
     /// Record frames arriving within the settle time.
     Settle,
+    /// Wait (up to 3 s) until handler JSON gets a frame or client k sees EOF, whichever first.
+    FrameOrEof(usize),
     /// Record the state of the last upload file (size + sha256, or deleted).
     UploadFile,
 }
@@ -337,6 +339,20 @@ impl Run<'_> {
                 }
             }
             Settle => self.settle(),
+            FrameOrEof(k) => {
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline {
+                    if let Some(f) = self.target.handlers[JSON].try_recv() {
+                        self.record_frame(JSON, &f);
+                        return;
+                    }
+                    let c = self.client(*k);
+                    c.read_for(Duration::from_millis(10));
+                    if c.eof {
+                        return;
+                    }
+                }
+            }
             UploadFile => {
                 let Some(path) = self.uploads.last().cloned() else {
                     let _ = writeln!(self.out, "upload file: none announced");
@@ -510,11 +526,37 @@ fn rejected(name: &'static str, bytes: Vec<u8>) -> Exchange {
     ex(name, vec![Open(0), Send(0, bytes), Eof(0), Close(0)])
 }
 
+/// A request head written in `n` pieces 30 ms apart (optionally after a first complete request
+/// on the same connection), then whatever happens is recorded.
+fn pieces(head: &[u8], n: usize, after_first: bool) -> Vec<Step> {
+    let mut steps = vec![Open(0)];
+    if after_first {
+        steps.extend([
+            Send(0, get("/handler/first", "")),
+            Frame(JSON),
+            Reply(JSON, vec![Tgt::C(0)], ok("first")),
+            Read(0, ok("first").len()),
+        ]);
+    }
+    for part in head.chunks(head.len().div_ceil(n)) {
+        steps.push(Send(0, part.to_vec()));
+        steps.push(Pause(30));
+    }
+    steps.push(Settle);
+    steps
+}
+
 /// Sends bytes and records whatever happens (frames, answer, EOF) without a reply.
 fn probe(name: &'static str, bytes: &[u8]) -> Exchange {
     ex(
         name,
-        vec![Open(0), Send(0, bytes.to_vec()), Settle, Close(0)],
+        vec![
+            Open(0),
+            Send(0, bytes.to_vec()),
+            FrameOrEof(0),
+            Settle,
+            Close(0),
+        ],
     )
 }
 
@@ -737,8 +779,12 @@ fn connections_and_errors() {
             vec![Open(0), Send(0, case_bytes("39_xml_socket_msg")), Frame(JSON), Close(0), Frame(JSON)],
         ),
     ];
-    let mut v = v;
-    v.extend([
+    differential("connections", v);
+}
+
+#[test]
+fn heads_edge_cases() {
+    let v = vec![
         probe("p_method_with_dash", b"M-SEARCH /handler/x HTTP/1.1\r\n\r\n"),
         probe("p_target_quote", b"GET /handler/a\"b HTTP/1.1\r\n\r\n"),
         probe("p_target_braces", b"GET /handler/a{b} HTTP/1.1\r\n\r\n"),
@@ -759,9 +805,61 @@ fn connections_and_errors() {
         probe("p_json_socket_not_object", b"@chat [1,2]\0"),
         probe("p_xml_socket_no_route", b"<other a=\"1\"/>\0"),
         probe("p_empty_line_first", b"\r\nGET /handler/x HTTP/1.1\r\n\r\n"),
+        ex(
+            "disconnect_after_head_before_body",
+            vec![
+                Open(0),
+                Send(0, b"POST /handler/nobody HTTP/1.1\r\nContent-Length: 100\r\n\r\n".to_vec()),
+                Pause(100),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "disconnect_during_streaming_reply",
+            vec![
+                Open(0),
+                Send(0, get("/handler/stream", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+                Read(0, 47),
+                Close(0),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], b"5\r\nlate1\r\n".to_vec()),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], b"5\r\nlate2\r\n".to_vec()),
+                Frame(JSON),
+            ],
+        ),
+        ex(
+            "socket_msg_then_http_on_same_connection",
+            vec![
+                Open(0),
+                Send(0, b"@chat {\"type\":\"msg\"}\0".to_vec()),
+                Frame(JSON),
+                Send(0, get("/handler/after-socket", "")),
+                Settle,
+                Reply(JSON, vec![Tgt::C(0)], b"reply".to_vec()),
+                Read(0, 8),
+            ],
+        ),
+        ex("first_head_in_4_reads", pieces(&get("/handler/slow4", "X-A: b\r\n"), 4, false)),
+        ex("first_head_in_5_reads", pieces(&get("/handler/slow5", "X-A: b\r\n"), 5, false)),
+        ex("first_head_4_reads_then_close", {
+            let mut v = pieces(&get("/handler/slow4c", "X-A: b\r\n"), 5, false);
+            v.truncate(1 + 2 * 4);
+            v.extend([Close(0), Settle]);
+            v
+        }),
+        ex("second_head_in_8_reads", pieces(&get("/handler/slow8", "X-A: b\r\n"), 8, true)),
+        probe("p_expect_continue_no_body", b"GET /handler/e HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"),
+        probe("p_expect_capitalised", b"GET /handler/e HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n"),
+        probe("p_expect_first_counts", b"GET /handler/e HTTP/1.1\r\nExpect: 100-continue\r\nExpect: x\r\n\r\n"),
+        probe("p_expect_no_route", b"OPTIONS * HTTP/1.1\r\nExpect: x\r\n\r\n"),
+        probe("p_expect_other_value", b"POST /handler/e HTTP/1.1\r\nExpect: something\r\nContent-Length: 2\r\n\r\nab"),
         probe("p_http10_keepalive_pipelined", b"GET /handler/a HTTP/1.0\r\n\r\nGET /handler/b HTTP/1.0\r\n\r\n"),
-    ]);
-    differential("connections", v);
+    ];
+    differential("heads", v);
 }
 
 fn upload_head(path: &str, len: usize, extra: &str) -> Vec<u8> {
@@ -880,6 +978,102 @@ fn uploads() {
                 Read(0, ok("up").len()),
                 Send(0, get("/handler/after", "")),
                 Frame(JSON),
+            ],
+        ),
+        ex(
+            "upload_head_in_3_pieces",
+            {
+                let head = upload_head("/handler/slowhead", 3000, "X-Slow: yes\r\n");
+                let mut steps = vec![Open(0)];
+                for part in head.chunks(head.len() / 3 + 1) {
+                    steps.push(Send(0, part.to_vec()));
+                    steps.push(Pause(30));
+                }
+                steps.extend([Frame(JSON), Send(0, body(3000, 5)), Frame(JSON), UploadFile]);
+                steps
+            },
+        ),
+        ex(
+            "upload_client_leaves_before_body",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/leave0", 9000, "")),
+                Frame(JSON),
+                Close(0),
+                Frame(JSON),
+                UploadFile,
+            ],
+        ),
+        ex(
+            "upload_client_leaves_after_done",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/leave1", 3000, "")),
+                Frame(JSON),
+                Send(0, body(3000, 6)),
+                Frame(JSON),
+                UploadFile,
+                Close(0),
+                Frame(JSON),
+            ],
+        ),
+        ex(
+            "chunked_pieces_extensions_trailers",
+            vec![
+                Open(0),
+                Send(0, b"POST /handler/chunked2 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+                Frame(JSON),
+                Send(0, b"a;name=v\r\n0123456789\r\n".to_vec()),
+                Pause(20),
+                Send(0, b"1000\r\n".to_vec()),
+                Send(0, vec![b'z'; 4096]),
+                Send(0, b"\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec()),
+                Frame(JSON),
+                UploadFile,
+                Reply(JSON, vec![Tgt::C(0)], ok("chunked2")),
+                Read(0, ok("chunked2").len()),
+            ],
+        ),
+        ex(
+            "chunked_then_pipelined_get",
+            vec![
+                Open(0),
+                Send(0, b"POST /handler/chunked3 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+                Frame(JSON),
+                Send(0, [&b"3\r\nabc\r\n0\r\n\r\n"[..], &get("/handler/next", "")].concat()),
+                Frames(JSON, 2),
+                UploadFile,
+            ],
+        ),
+        ex(
+            "chunked_bad_framing",
+            vec![
+                Open(0),
+                Send(0, b"POST /handler/chunked4 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+                Frame(JSON),
+                Send(0, b"zz\r\nabc\r\n".to_vec()),
+                Settle,
+                Close(0),
+                Settle,
+                UploadFile,
+            ],
+        ),
+        ex(
+            "two_uploads_two_clients_interleaved",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/u0", 6000, "")),
+                Frame(JSON),
+                Open(1),
+                Send(1, upload_head("/handler/u1", 7000, "")),
+                Frame(JSON),
+                Send(0, body(3000, 1)),
+                Send(1, body(7000, 2)),
+                Frame(JSON),
+                UploadFile,
+                Send(0, body(3000, 3)),
+                Frame(JSON),
+                UploadFile,
             ],
         ),
     ];
@@ -1026,6 +1220,68 @@ fn replies() {
                 Frame(TNET),
                 Reply(JSON, vec![Tgt::C(0)], ok("cross")),
                 Read(0, ok("cross").len()),
+            ],
+        ),
+        ex(
+            "zero_length_to_two_ids",
+            vec![
+                Open(0),
+                Send(0, get("/handler/z0", "")),
+                Frame(JSON),
+                Open(1),
+                Send(1, get("/handler/z1", "")),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0), Tgt::C(1)], Vec::new()),
+                Eof(0),
+                Eof(1),
+            ],
+        ),
+        ex(
+            "multi_id_with_a_closed_one",
+            vec![
+                Open(0),
+                Send(0, get("/handler/m0", "")),
+                Frame(JSON),
+                Open(1),
+                Send(1, get("/handler/m1", "")),
+                Frame(JSON),
+                Close(1),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(1), Tgt::C(0)], ok("multi")),
+                Read(0, ok("multi").len()),
+                Frame(JSON),
+            ],
+        ),
+        ex(
+            "socket_reply_via_tnet_handler",
+            vec![
+                Open(0),
+                Send(0, b"<chat type=\"x\"/>\0".to_vec()),
+                Frame(JSON),
+                Reply(TNET, vec![Tgt::C(0)], b"hello socket".to_vec()),
+                Read(0, 16),
+            ],
+        ),
+        ex(
+            "empty_id_list",
+            vec![
+                Open(0),
+                Send(0, get("/handler/empty-ids", "")),
+                Frame(JSON),
+                Raw(JSON, "conformance-handler 0:, nothing".into()),
+                Settle,
+            ],
+        ),
+        ex(
+            "reply_id_not_a_number",
+            vec![
+                Open(0),
+                Send(0, get("/handler/nan", "")),
+                Frame(JSON),
+                Raw(JSON, "conformance-handler 3:abc, X;".into()),
+                Raw(JSON, "conformance-handler {len}:{c0} x, Y;".into()),
+                Raw(JSON, "conformance-handler {len}:{c0}, Z;".into()),
+                Read(0, 2),
             ],
         ),
         ex(

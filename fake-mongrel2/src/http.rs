@@ -35,8 +35,10 @@ pub struct RequestHead<'a> {
     pub headers: Vec<(Vec<u8>, &'a [u8])>,
     /// How the body is framed.
     pub body: BodyKind,
-    /// `Expect: 100-continue` was sent.
+    /// The first `Expect` header is exactly `100-continue` (answered with 100 Continue).
     pub expect_continue: bool,
+    /// The first `Expect` header is anything else (answered with 417).
+    pub expect_failed: bool,
     /// Length of the head including the blank line.
     pub head_len: usize,
 }
@@ -328,6 +330,7 @@ fn finish(head: &[u8]) -> Parsed<'_> {
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut expect_continue = false;
+    let mut expect_failed = false;
     let mut pos = first_line_end + 1;
     while pos < head.len() {
         let end = head[pos..]
@@ -353,8 +356,13 @@ fn finish(head: &[u8]) -> Parsed<'_> {
             b"transfer-encoding" if trim_ws(value).eq_ignore_ascii_case(b"chunked") => {
                 chunked = true;
             }
-            b"expect" if trim_ws(value).eq_ignore_ascii_case(b"100-continue") => {
-                expect_continue = true;
+            // Mongrel2 looks at the first Expect only, compared exactly
+            b"expect" if !expect_continue && !expect_failed => {
+                if value == b"100-continue" {
+                    expect_continue = true;
+                } else {
+                    expect_failed = true;
+                }
             }
             _ => {}
         }
@@ -378,6 +386,7 @@ fn finish(head: &[u8]) -> Parsed<'_> {
         headers,
         body,
         expect_continue,
+        expect_failed,
         head_len: head.len(),
     })
 }
@@ -529,7 +538,9 @@ mod tests {
         let r = req(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(r.body, BodyKind::Chunked);
         let r = req(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
-        assert!(r.expect_continue);
+        assert!(r.expect_continue && !r.expect_failed);
+        let r = req(b"GET / HTTP/1.1\r\nExpect: 100-Continue\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!r.expect_continue && r.expect_failed);
         // atoi: "x" is 0, "12abc" is 12
         let r = req(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
         assert_eq!(r.body, BodyKind::Length(0));

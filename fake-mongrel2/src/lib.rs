@@ -27,6 +27,6 @@ pub mod settings;
 pub mod trace;
 pub mod upload;
 
-pub use server::{BAD_REQUEST, FakeMongrel2, NOT_FOUND, StartError};
+pub use server::{BAD_REQUEST, EXPECTATION_FAILED, FakeMongrel2, NOT_FOUND, StartError};
 pub use settings::{HandlerSpec, RouteSpec, Settings};
 pub use trace::{Direction, TraceEvent, Tracer};

@@ -30,7 +30,12 @@ pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/
 pub const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 9\r\nServer: Mongrel2/1.12.2\r\n\r\nNot Found";
 /// The 413 answer when a body is over the limit and no upload.temp_store is set (shape assumed).
 pub const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 24\r\nServer: Mongrel2/1.12.2\r\n\r\nRequest Entity Too Large";
+/// Mongrel2's 417 answer (an `Expect` other than `100-continue`), byte for byte.
+pub const EXPECTATION_FAILED: &[u8] = b"HTTP/1.1 417 Expectation Failed\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 18\r\nServer: Mongrel2/1.12.2\r\n\r\nExpectation Failed";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Mongrel2 gives up on a request head (every one, keep-alive too) that is not complete within
+/// this many reads (CLIENT_READ_RETRIES = 5 parse attempts, the first one before any read).
+const HEAD_READS: u32 = 3;
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -587,6 +592,7 @@ fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
                             buf: Vec::with_capacity(4096),
                             start: 0,
                             out_hint: 512,
+                            head_reads: 0,
                         };
                         r.run();
                     })
@@ -644,6 +650,8 @@ struct Reader<'a> {
     buf: Vec<u8>,
     start: usize,
     out_hint: usize,
+    /// Reads done since the current head started.
+    head_reads: u32,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -702,9 +710,18 @@ impl Reader<'_> {
     fn step(&mut self) -> Step {
         let buffer_size = self.sh.settings.buffer_size;
         let parsed = http::parse_message(&self.buf[self.start..], buffer_size);
+        if self.head_reads > HEAD_READS {
+            // Mongrel2: too many reads for this head; when still incomplete it reads once
+            // more before answering
+            if matches!(parsed, Parsed::Incomplete) && !self.fill() {
+                return self.client_gone();
+            }
+            return self.answer_and_close(BAD_REQUEST);
+        }
         match parsed {
             Parsed::Incomplete => {
                 if self.fill() {
+                    self.head_reads += 1;
                     Step::Continue
                 } else {
                     self.client_gone()
@@ -721,6 +738,7 @@ impl Reader<'_> {
                     return self.answer_and_close(NOT_FOUND);
                 };
                 self.conn.socket_mode.store(true, Ordering::Release);
+                self.head_reads = 0;
                 if msg.kind == SocketMsgKind::Xml || !http::is_ping(msg.body) {
                     let h = &self.sh.settings.handlers[handler];
                     let kind = match msg.kind {
@@ -758,17 +776,23 @@ impl Reader<'_> {
     }
 
     fn request(&mut self, head: &RequestHead<'_>) -> Step {
+        self.head_reads = 0;
         let Some((pattern, handler)) = self.sh.settings.route(head.path) else {
             return self.answer_and_close(NOT_FOUND);
         };
         let pattern = pattern.to_vec();
+        if head.expect_failed {
+            return self.answer_and_close(EXPECTATION_FAILED);
+        }
+        // replies to this connection are raw again (socket messages get base64)
+        self.conn.socket_mode.store(false, Ordering::Release);
+        if head.expect_continue {
+            self.conn.enqueue(WriteCmd::Raw(CONTINUE.to_vec()));
+        }
         let limit = self.sh.settings.content_length_limit;
         match head.body {
             BodyKind::None | BodyKind::Length(0) => self.forward(handler, head, &pattern, 0),
             BodyKind::Length(n) if n <= limit => {
-                if head.expect_continue {
-                    self.conn.enqueue(WriteCmd::Raw(CONTINUE.to_vec()));
-                }
                 let n = n as usize;
                 while self.buf.len() - self.start < n {
                     if !self.fill() {
@@ -844,9 +868,6 @@ impl Reader<'_> {
         );
         self.conn.last_handler.store(handler, Ordering::Release);
         self.sh.send_frame(handler, out);
-        if head.expect_continue {
-            self.conn.enqueue(WriteCmd::Raw(CONTINUE.to_vec()));
-        }
         let mut file = std::io::BufWriter::with_capacity(READ_CHUNK, file);
         let spooled = match head.body {
             BodyKind::Length(n) => self.spool_length(&mut file, n),
@@ -861,7 +882,17 @@ impl Reader<'_> {
                 return self.answer_and_close(BAD_REQUEST);
             }
             Spool::ClientGone => return self.client_gone(),
-            Spool::BadChunk => return self.answer_and_close(BAD_REQUEST),
+            Spool::BadChunk => {
+                // Mongrel2 neither answers nor reads on: wait for the client to leave
+                while self.conn.closed.load(Ordering::Acquire) == 0 {
+                    self.buf.clear();
+                    self.start = 0;
+                    if !self.fill_up_to(READ_CHUNK) {
+                        break;
+                    }
+                }
+                return self.client_gone();
+            }
         }
         if self.conn.closed.load(Ordering::Acquire) != 0 {
             // killed by the handler meanwhile: close_conn deleted the file
