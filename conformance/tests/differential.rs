@@ -526,7 +526,7 @@ fn rejected(name: &'static str, bytes: Vec<u8>) -> Exchange {
     ex(name, vec![Open(0), Send(0, bytes), Eof(0), Close(0)])
 }
 
-/// A request head written in `n` pieces 30 ms apart (optionally after a first complete request
+/// A request head written in `n` pieces 80 ms apart (optionally after a first complete request
 /// on the same connection), then whatever happens is recorded.
 fn pieces(head: &[u8], n: usize, after_first: bool) -> Vec<Step> {
     let mut steps = vec![Open(0)];
@@ -540,7 +540,7 @@ fn pieces(head: &[u8], n: usize, after_first: bool) -> Vec<Step> {
     }
     for part in head.chunks(head.len().div_ceil(n)) {
         steps.push(Send(0, part.to_vec()));
-        steps.push(Pause(30));
+        steps.push(Pause(80));
     }
     steps.push(Settle);
     steps

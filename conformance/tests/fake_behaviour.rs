@@ -515,3 +515,64 @@ fn binary_runs_with_cli_options_and_writes_a_trace_file() {
     }));
     assert!(lines.iter().any(|l| l["dir"] == "from_handler"));
 }
+
+#[test]
+fn expect_other_than_100_continue_gets_417() {
+    let m2 = start_with(|_| {});
+    let h = handler(&m2);
+    let mut c = Client::connect(m2.http_addr());
+    c.send(b"GET /e HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n");
+    assert!(c.read_to_eof(T));
+    assert_eq!(c.received, fake_mongrel2::EXPECTATION_FAILED);
+    // exactly 100-continue: answered even without a body
+    let mut c = Client::connect(m2.http_addr());
+    c.send(b"GET /e HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.read_at_least(25, T), b"HTTP/1.1 100 Continue\r\n\r\n");
+    let f = h.expect("the request");
+    assert_eq!(parse_request(&f).unwrap().conn_id, 2);
+}
+
+#[test]
+fn a_head_needing_more_than_three_reads_gets_400() {
+    let m2 = start_with(|_| {});
+    let h = handler(&m2);
+    let head = get("/slow");
+    let send_in = |c: &mut Client, n: usize| {
+        for part in head.chunks(head.len().div_ceil(n)) {
+            c.send(part);
+            // each piece must be its own read: wait until the server has taken it
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut ok = Client::connect(m2.http_addr());
+    send_in(&mut ok, 3);
+    h.expect("a head in three reads is fine");
+    let mut bad = Client::connect(m2.http_addr());
+    // 8 pieces: at least 4 reads even if the scheduler merges a few
+    send_in(&mut bad, 8);
+    assert!(bad.read_to_eof(T));
+    assert_eq!(bad.received, fake_mongrel2::BAD_REQUEST);
+    // keep-alive: the count starts again for every request
+    h.reply(&[1], OK);
+    ok.read_at_least(OK.len(), T);
+    send_in(&mut ok, 3);
+    h.expect("the second head in three reads is fine too");
+    h.expect_none(QUIET, "the rejected head sent nothing");
+}
+
+#[test]
+fn drop_stops_the_server_and_closes_connections() {
+    let m2 = start_with(|_| {});
+    let h = handler(&m2);
+    let addr = m2.http_addr();
+    let mut c = Client::connect(addr);
+    c.send(&get("/x"));
+    h.expect("request");
+    assert_eq!(m2.open_connections(), 1);
+    drop(m2);
+    assert!(c.read_to_eof(T), "open connections are closed");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the listener is gone"
+    );
+}
