@@ -270,6 +270,30 @@ fn init_config_status_restart_stop_against_a_daemon() {
     let r = sim.roundtrip("/", SLOW).expect("served after the restart");
     assert_eq!(r.status, 200);
 
+    // SIGHUP (`wsgid restart` without a signal) re-reads wsgid.json: now 3 workers, all new.
+    let before = app.live_pids("worker");
+    let out = wsgid(&["config", "--app-path", app.path_str(), "--workers", "3"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = wsgid(&["restart", "--app-path", app.path_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + SLOW * 2;
+    loop {
+        let now = app.live_pids("worker");
+        if now.len() == 3 && now.iter().all(|p| !before.contains(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after HUP: {now:?} (before {before:?})\n{}",
+            app.log()
+        );
+        // Keep the stand-in's sockets serviced while new workers connect.
+        if sim.roundtrip("/", SLOW).is_none() {
+            panic!("a request was lost during the reload\n{}", app.log());
+        }
+        std::thread::sleep(STREAM_PACE);
+    }
+
     // The access log of an initialised folder is logs/access.log, gunicorn's combined format.
     let access = std::fs::read_to_string(app.path().join("logs/access.log")).unwrap_or_default();
     assert!(
@@ -478,4 +502,37 @@ fn graceful_timeout_bounds_the_stop_and_sigquit_is_immediate() {
     signal(master.pid(), "QUIT");
     master.wait_exit(SLOW).expect("SIGQUIT stops the master");
     poll_until(SLOW, || workers.iter().all(|&w| !alive(w)).then_some(())).expect("workers killed");
+}
+
+#[test]
+fn a_restart_onto_code_that_cannot_load_keeps_the_old_workers_serving() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let master = Master::start(&app, &sim, &["--workers", "2", "--wsgi-app", APP]);
+    let before = master.wait_workers(2, SLOW);
+    warm_up(&mut sim, 2, || master.output());
+
+    let source = app.path().join("app/lifecycle_app.py");
+    let code = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(
+        &source,
+        format!("raise ImportError('broken deploy')\n{code}"),
+    )
+    .unwrap();
+    let out = wsgid(&["restart", "--app-path", app.path_str()]);
+    assert!(out.status.success(), "{out:?}");
+    poll_until(SLOW, || {
+        master
+            .output()
+            .contains("rolling restart aborted")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no abort logged\n{}", master.output()));
+    // The old workers still run and answer with the old code.
+    assert_eq!(master.workers(), before);
+    for _ in 0..5 {
+        let r = sim.roundtrip("/", SLOW).expect("old workers still serve");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.field("version").as_deref(), Some("1"));
+    }
 }
