@@ -562,12 +562,17 @@ impl Master {
         let active = self.workers.values().filter(|w| w.active()).count();
         let want = self.target + extra;
         if active > want && self.rolling.is_none() {
-            let oldest: Vec<u32> = self
+            let mut by_age: Vec<(Instant, u32)> = self
                 .workers
                 .iter()
                 .filter(|(_, w)| w.active())
-                .map(|(&p, _)| p)
+                .map(|(&p, w)| (w.started, p))
+                .collect();
+            by_age.sort_unstable();
+            let oldest: Vec<u32> = by_age
+                .into_iter()
                 .take(active - want)
+                .map(|(_, p)| p)
                 .collect();
             for pid in oldest {
                 info!("retiring worker pid={pid} ({} wanted)", self.target);

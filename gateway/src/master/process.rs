@@ -286,3 +286,41 @@ pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
     let child = cmd.spawn()?;
     Ok(child.id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privileges_are_resolved_only_as_root() {
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(resolve_privileges(dir.path(), None, None, true).is_err());
+            assert!(resolve_privileges(dir.path(), Some("nobody"), None, false).is_err());
+            assert_eq!(
+                resolve_privileges(dir.path(), None, None, false).unwrap(),
+                None
+            );
+            return;
+        }
+        // Root, folder owned by root, nothing asked: nothing changes.
+        assert_eq!(
+            resolve_privileges(dir.path(), None, None, false).unwrap(),
+            None
+        );
+        let p = resolve_privileges(dir.path(), Some("65534"), Some("65534"), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.uid, p.gid, p.chroot), (65534, 65534, None));
+        let p = resolve_privileges(dir.path(), None, None, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.chroot.as_deref(), Some(dir.path()));
+        assert_eq!((p.uid, p.gid), (0, 0));
+        let e = resolve_privileges(dir.path(), Some("no-such-user-x"), None, false).unwrap_err();
+        assert!(e.to_string().contains("no-such-user-x"), "{e}");
+        let e = resolve_privileges(dir.path(), None, Some("no-such-group-x"), false).unwrap_err();
+        assert!(e.to_string().contains("no-such-group-x"), "{e}");
+    }
+}
