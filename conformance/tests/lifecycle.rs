@@ -536,3 +536,54 @@ fn a_restart_onto_code_that_cannot_load_keeps_the_old_workers_serving() {
         assert_eq!(r.field("version").as_deref(), Some("1"));
     }
 }
+
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn user_makes_the_master_drop_root() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let sim = Mongrel2Sim::bind();
+    if uid_of(std::process::id()) != Some(0) {
+        let out = wsgid(&[
+            "--no-daemon",
+            "--app-path",
+            app.path_str(),
+            "--recv",
+            &sim.recv_spec,
+            "--send",
+            &sim.send_spec,
+            "--user",
+            "nobody",
+        ]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("need root"));
+        return;
+    }
+    let st = std::process::Command::new("chown")
+        .args(["-R", "65534:65534", app.path_str()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let master = Master::start(&app, &sim, &["--user", "65534", "--wsgi-app", APP]);
+    poll_until(SLOW, || (uid_of(master.pid()) == Some(65534)).then_some(()))
+        .unwrap_or_else(|| panic!("the master kept root\n{}", master.output()));
+    poll_until(SLOW, || {
+        master
+            .output()
+            .contains("running as uid=65534 gid=65534")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", master.output()));
+    // Its pid file was written as that user.
+    poll_until(SLOW, || (!app.live_pids("master").is_empty()).then_some(()))
+        .expect("master pid file");
+}
