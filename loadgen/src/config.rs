@@ -169,6 +169,9 @@ pub struct RunConfig {
     #[arg(long, default_value = "0us", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
     pub reply_spin: Duration,
+    /// --zmq: print every reply frame (ids, size, time since the send) on stderr.
+    #[arg(long)]
+    pub trace_frames: bool,
     /// Seed of the Poisson gaps and the scenario mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -82,6 +82,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         max_inflight,
         saturation: cfg.on_saturation,
         realtime: cfg.realtime,
+        trace: cfg.trace_frames,
         reply_spin: ns(cfg.reply_spin),
         tx: tx.clone(),
     };

@@ -37,6 +37,8 @@ pub struct Plan {
     pub saturation: Saturation,
     /// --zmq: keep polling for replies this long after the last one before sleeping.
     pub reply_spin: u64,
+    /// --zmq: print every reply frame on stderr.
+    pub trace: bool,
     /// Ask for real-time priority.
     pub realtime: bool,
     /// Where results go.

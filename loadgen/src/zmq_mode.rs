@@ -332,6 +332,9 @@ pub fn run(
             got += 1;
             let now = now_ns();
             rec.totals.bytes_received += msg.len() as u64;
+            if plan.trace {
+                trace_frame(&msg, now, &slots, n_slots);
+            }
             let Ok(reply) = protocol::parse_reply(&msg) else {
                 rec.failed(ErrorKind::Protocol, None);
                 continue;
@@ -440,4 +443,36 @@ pub fn run(
     }
     rec.finish();
     Ok(())
+}
+
+/// `--trace-frames`: one line per reply frame on stderr (ids, payload size, time since the
+/// request was sent, start of the payload).
+fn trace_frame(msg: &[u8], now: u64, slots: &[Slot], n_slots: usize) {
+    match protocol::parse_reply(msg) {
+        Ok(r) => {
+            let since: Vec<String> = r
+                .ids
+                .iter()
+                .map(|&id| {
+                    let s = &slots[((id.max(1) - 1) % n_slots as u64) as usize];
+                    if s.id == id {
+                        format!("{id}@{:.3}ms", now.saturating_sub(s.sent) as f64 / 1e6)
+                    } else {
+                        format!("{id}(not in flight)")
+                    }
+                })
+                .collect();
+            let head =
+                String::from_utf8_lossy(&r.payload[..r.payload.len().min(60)]).replace("\r\n", "|");
+            eprintln!(
+                "reply {} {} bytes: {head:?}",
+                since.join(","),
+                r.payload.len()
+            );
+        }
+        Err(e) => eprintln!(
+            "reply frame rejected ({e}): {:?}",
+            String::from_utf8_lossy(&msg[..msg.len().min(80)])
+        ),
+    }
 }
