@@ -346,14 +346,37 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// Sends a signal by name (`TERM`, `KILL`, ...) to `pid`.
+/// Sends a signal by name (`TERM`, `KILL`, `HUP`, `QUIT`, `INT`, `TTIN`, `TTOU`) to `pid`.
 pub fn signal(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(st.success(), "kill -{sig} {pid} failed");
+    let n = match sig {
+        "TERM" => libc::SIGTERM,
+        "KILL" => libc::SIGKILL,
+        "HUP" => libc::SIGHUP,
+        "QUIT" => libc::SIGQUIT,
+        "INT" => libc::SIGINT,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        other => panic!("unknown signal name {other}"),
+    };
+    let pid = i32::try_from(pid).expect("a pid fits i32");
+    // SAFETY: kill has no memory-safety preconditions.
+    let r = unsafe { libc::kill(pid, n) };
+    assert_eq!(
+        r,
+        0,
+        "kill -{sig} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// SIGKILL to `pid`, ignoring a process already gone.
+pub fn kill_quietly(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Polls `f` every 20 ms until it returns Some, at most `timeout`.
@@ -444,10 +467,7 @@ impl Drop for Master {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             for w in children(child.id()) {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(w.to_string())
-                    .status();
+                kill_quietly(w);
             }
             let _ = child.kill();
             let _ = child.wait();

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use conformance::lifecycle::{
-    AppDir, Master, Mongrel2Sim, SLOW, alive, cpu_time, poll_until, signal, wsgid,
+    AppDir, Master, Mongrel2Sim, SLOW, alive, cpu_time, kill_quietly, poll_until, signal, wsgid,
 };
 
 const APP: &str = "lifecycle_app:application";
@@ -171,10 +171,7 @@ impl Drop for DaemonGuard<'_> {
     fn drop(&mut self) {
         for role in ["worker", "master"] {
             for pid in self.0.live_pids(role) {
-                let _ = std::process::Command::new("kill")
-                    .arg("-KILL")
-                    .arg(pid.to_string())
-                    .status();
+                kill_quietly(pid);
             }
         }
     }
