@@ -584,3 +584,17 @@ fn user_makes_the_master_drop_root() {
     poll_until(SLOW, || (!app.live_pids("master").is_empty()).then_some(()))
         .expect("master pid file");
 }
+
+#[test]
+fn workers_leave_when_the_master_is_killed() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let mut master = Master::start(&app, &sim, &["--workers", "2", "--wsgi-app", APP]);
+    let workers = master.wait_workers(2, SLOW);
+    warm_up(&mut sim, 2, || master.output());
+    signal(master.pid(), "KILL");
+    master.wait_exit(SLOW).expect("the master died");
+    // PR_SET_PDEATHSIG: each worker gets SIGTERM and leaves gracefully; none is orphaned.
+    poll_until(SLOW, || workers.iter().all(|&w| !alive(w)).then_some(()))
+        .unwrap_or_else(|| panic!("orphaned workers {workers:?}"));
+}

@@ -399,7 +399,9 @@ impl Master {
                 }
                 info!("SIGTTOU: {} worker(s) now", self.target);
             }
-            libc::SIGUSR1 => info!("SIGUSR1: log files are opened in append mode; nothing to do"),
+            libc::SIGUSR1 => info!(
+                "SIGUSR1: log files are not reopened (they are appended to: rotate with copytruncate)"
+            ),
             other => debug!("signal {other} ignored"),
         }
     }
