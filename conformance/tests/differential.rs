@@ -912,6 +912,20 @@ fn uploads() {
         upload("upload_100k", JSON, "/handler/up", 100_000, 1),
         upload("upload_1mib_many_writes", JSON, "/handler/up", 1 << 20, 64),
         upload("37_tnet_upload", TNET, "/tnet/up", 5000, 2),
+        ex("22_upload_curl_headers", {
+            // curl 7.88's request of case 22 (headers first, then the 5891-byte body)
+            let head = b"POST /handler/curlup?via=curl HTTP/1.1\r\nHost: 127.0.0.1:16080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nContent-Type: application/octet-stream\r\nContent-Length: 5891\r\n\r\n";
+            vec![
+                Open(0),
+                Send(0, head.to_vec()),
+                Frame(JSON),
+                Send(0, (0..5891u32).map(|i| (i % 256) as u8).collect()),
+                Frame(JSON),
+                UploadFile,
+                Reply(JSON, vec![Tgt::C(0)], ok("curl")),
+                Read(0, ok("curl").len()),
+            ]
+        }),
         ex(
             "20_upload_handler_kills",
             vec![
@@ -1222,6 +1236,18 @@ fn replies() {
                 Read(0, ok("cross").len()),
             ],
         ),
+        ex("48_ten_parts_fast", {
+            let mut v = vec![Open(0), Send(0, get("/handler/parts", "")), Frame(JSON)];
+            for i in 0..10 {
+                v.push(Reply(
+                    JSON,
+                    vec![Tgt::C(0)],
+                    format!("[{i:02}]").into_bytes(),
+                ));
+            }
+            v.push(Read(0, 40));
+            v
+        }),
         ex(
             "zero_length_to_two_ids",
             vec![
