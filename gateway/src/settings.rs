@@ -141,7 +141,8 @@ impl Settings {
         Ok(Settings::merge(app_path, &file, args))
     }
 
-    /// Applies `args` over `file` (pure).
+    /// Applies `args` over `file`. Pure but for one look at the disk: the access log defaults
+    /// to `logs/access.log` when `app_path/logs` is a folder.
     pub fn merge(app_path: PathBuf, file: &FileConfig, args: &ServeArgs) -> Settings {
         let pick_vec = |cli: &Vec<String>, file: &Option<Vec<String>>| {
             if cli.is_empty() {
