@@ -576,3 +576,40 @@ fn drop_stops_the_server_and_closes_connections() {
         "the listener is gone"
     );
 }
+
+#[test]
+fn binary_reads_a_mongrel2_config_file_and_names_what_it_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let text =
+        std::fs::read_to_string(conformance::fixtures_dir().join("mongrel2/differential.conf.in"))
+            .unwrap()
+            .replace("@PORT@", &ports[0].to_string())
+            .replace("@JSON_SEND@", &ports[1].to_string())
+            .replace("@JSON_RECV@", &ports[2].to_string())
+            .replace("@TNET_SEND@", &ports[3].to_string())
+            .replace("@TNET_RECV@", &ports[4].to_string())
+            .replace("@CHROOT@", &dir.path().display().to_string());
+    let conf = dir.path().join("m2.conf");
+    std::fs::write(&conf, text).unwrap();
+    let stderr = dir.path().join("stderr");
+    let mut p = FakeProcess::start(&["--config", conf.to_str().unwrap()], ports[0], &stderr);
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    for ignored in ["access_log", "error_log", "pid_file", "zeromq.threads"] {
+        assert!(log.contains(ignored), "no warning naming {ignored}: {log}");
+    }
+    let tnet = TestHandler::connect(
+        &format!("tcp://127.0.0.1:{}", ports[3]),
+        &format!("tcp://127.0.0.1:{}", ports[4]),
+    );
+    let mut c = Client::connect(format!("127.0.0.1:{}", ports[0]).parse().unwrap());
+    c.send(&get("/tnet/q"));
+    let f = tnet.expect("request to the tnetstring handler");
+    assert!(f.starts_with(b"66666666-7777-4888-9999-aaaaaaaaaaaa 1 /tnet/q "));
+    assert_eq!(
+        parse_request(&f).unwrap().protocol,
+        HeaderProtocol::Tnetstring
+    );
+    assert!(p.interrupt().success());
+}
