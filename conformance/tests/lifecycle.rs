@@ -598,3 +598,31 @@ fn workers_leave_when_the_master_is_killed() {
     poll_until(SLOW, || workers.iter().all(|&w| !alive(w)).then_some(()))
         .unwrap_or_else(|| panic!("orphaned workers {workers:?}"));
 }
+
+#[test]
+fn without_keep_alive_the_master_exits_with_its_last_worker() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let mut master = Master::start(
+        &app,
+        &sim,
+        &[
+            "--workers",
+            "1",
+            "--no-keep-alive",
+            "--max-requests",
+            "2",
+            "--wsgi-app",
+            APP,
+        ],
+    );
+    for _ in 0..2 {
+        let r = sim.roundtrip("/", SLOW).expect("served");
+        assert_eq!(r.status, 200);
+    }
+    let st = master
+        .wait_exit(SLOW)
+        .unwrap_or_else(|| panic!("the master kept running\n{}", master.output()));
+    assert!(st.success(), "{st:?}");
+    assert!(master.output().contains("--no-keep-alive: exiting"));
+}

@@ -135,3 +135,24 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> Vec<RawFd> {
         .map(|p| p.fd)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handled_signals_arrive_on_the_pipe_in_order() {
+        let pipe = SignalPipe::install().unwrap();
+        assert!(pipe.drain().is_empty());
+        assert!(poll_readable(&[pipe.fd()], 0).is_empty());
+        // SAFETY: raising handled signals in this test process.
+        unsafe {
+            libc::raise(libc::SIGHUP);
+            libc::raise(libc::SIGTTIN);
+        }
+        assert_eq!(poll_readable(&[pipe.fd()], 5000), vec![pipe.fd()]);
+        assert_eq!(pipe.drain(), vec![libc::SIGHUP, libc::SIGTTIN]);
+        assert!(pipe.drain().is_empty());
+        kill(i32::MAX - 1, libc::SIGTERM).expect("a missing process is not an error");
+    }
+}
