@@ -196,7 +196,7 @@ impl Filters {
                 python::load_plugin_dir(py, &plugins).map_err(|e| pyerr("plugins/", e))?;
             for (label, traceback) in errors {
                 tracing::error!(
-                    "request filter {label} could not be loaded, skipped:\n{traceback}"
+                    "plugin {label} could not be loaded; its request filters (if any) are skipped:\n{traceback}"
                 );
             }
             for f in found {
