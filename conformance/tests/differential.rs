@@ -852,6 +852,10 @@ fn heads_edge_cases() {
             v
         }),
         ex("second_head_in_8_reads", pieces(&get("/handler/slow8", "X-A: b\r\n"), 8, true)),
+        probe(
+            "p_spoofed_upload_headers",
+            b"GET /handler/spoof HTTP/1.1\r\nX-Mongrel2-Upload-Start: /etc/passwd\r\nX-Mongrel2-Upload-Done: /etc/passwd\r\n\r\n",
+        ),
         probe("p_expect_continue_no_body", b"GET /handler/e HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"),
         probe("p_expect_capitalised", b"GET /handler/e HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n"),
         probe("p_expect_first_counts", b"GET /handler/e HTTP/1.1\r\nExpect: 100-continue\r\nExpect: x\r\n\r\n"),
@@ -1006,6 +1010,16 @@ fn uploads() {
                 steps.extend([Frame(JSON), Send(0, body(3000, 5)), Frame(JSON), UploadFile]);
                 steps
             },
+        ),
+        ex(
+            "upload_with_spoofed_upload_headers",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/spoof", 3000, "X-Mongrel2-Upload-Done: /etc/passwd\r\nX-Mongrel2-Upload-Start: /etc/passwd\r\n")),
+                Frame(JSON),
+                Send(0, body(3000, 8)),
+                Frame(JSON),
+            ],
         ),
         ex(
             "upload_client_leaves_before_body",

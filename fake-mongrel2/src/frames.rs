@@ -37,12 +37,14 @@ pub fn request_frame(
         headers.append(Cow::Borrowed(name.as_slice()), Cow::Borrowed(*value));
     }
     headers.append(&b"x-forwarded-for"[..], remote_addr);
+    // Mongrel2 sets its upload headers, replacing a client's (a client's other
+    // x-mongrel2-upload-* header goes through, as on any request)
     match upload {
         UploadStage::None => {}
-        UploadStage::Start(p) => headers.append(&b"x-mongrel2-upload-start"[..], p),
+        UploadStage::Start(p) => headers.set(&b"x-mongrel2-upload-start"[..], p),
         UploadStage::Done(p) => {
-            headers.append(&b"x-mongrel2-upload-start"[..], p);
-            headers.append(&b"x-mongrel2-upload-done"[..], p);
+            headers.set(&b"x-mongrel2-upload-start"[..], p);
+            headers.set(&b"x-mongrel2-upload-done"[..], p);
         }
     }
     let meta = RequestMeta {
@@ -127,6 +129,51 @@ mod tests {
             body,
         );
         assert_eq!(sorted(&out), sorted(&expected), "case {dir}");
+    }
+
+    #[test]
+    fn upload_headers_replace_a_clients() {
+        let sent = b"POST /u HTTP/1.1\r\nX-Mongrel2-Upload-Start: /etc/passwd\r\nX-Mongrel2-Upload-Done: /etc/passwd\r\nContent-Length: 9\r\n\r\n";
+        let Parsed::Request(head) = parse_message(sent, 4096) else {
+            panic!()
+        };
+        let h = HandlerSpec::new("x", "y");
+        let mut out = Vec::new();
+        request_frame(
+            &mut out,
+            &h,
+            1,
+            &head,
+            b"/",
+            b"127.0.0.1",
+            UploadStage::Start(b"/tmp/upload.abc123"),
+            b"",
+        );
+        let r = protocol::parse_request(&out).unwrap();
+        assert_eq!(
+            r.headers.get_one(b"x-mongrel2-upload-start"),
+            Some(&b"/tmp/upload.abc123"[..])
+        );
+        assert_eq!(r.headers.get(b"x-mongrel2-upload-start").unwrap().len(), 1);
+        assert_eq!(
+            r.headers.get_one(b"x-mongrel2-upload-done"),
+            Some(&b"/etc/passwd"[..])
+        );
+        let mut out = Vec::new();
+        request_frame(
+            &mut out,
+            &h,
+            1,
+            &head,
+            b"/",
+            b"127.0.0.1",
+            UploadStage::Done(b"/tmp/upload.abc123"),
+            b"",
+        );
+        let r = protocol::parse_request(&out).unwrap();
+        assert!(
+            matches!(r.kind(), Ok(protocol::Kind::UploadDone { path }) if path == b"/tmp/upload.abc123")
+        );
     }
 
     #[test]
