@@ -579,10 +579,12 @@ fn accept_loop(sh: &Arc<Shared>, listener: &TcpListener) {
         let sh_w = sh.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("m2-w-{id}"))
+            .stack_size(CONN_STACK)
             .spawn(move || writer_loop(&sh_w, &conn, write_half, &rx))
             .and_then(|_| {
                 std::thread::Builder::new()
                     .name(format!("m2-r-{id}"))
+                    .stack_size(CONN_STACK)
                     .spawn(move || {
                         let mut r = Reader {
                             sh: &sh_r,
@@ -655,6 +657,8 @@ struct Reader<'a> {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Stack of the two threads of each connection (their buffers live on the heap).
+const CONN_STACK: usize = 256 * 1024;
 
 impl Reader<'_> {
     fn run(&mut self) {
