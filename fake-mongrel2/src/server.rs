@@ -1,9 +1,11 @@
 //! The running server (I/O): the HTTP listener, one reader and one writer thread per client
-//! connection, and per handler a PUSH thread (frames out) and a SUB thread (replies in).
+//! connection, and per handler a SUB thread (replies in) and a PUSH thread that drains frames
+//! queued while no handler is connected (otherwise frames go straight to the PUSH socket, under
+//! its lock, from the thread that made them).
 //!
 //! Connection life cycle: an id per accepted TCP connection (from 1); the reader parses and
 //! forwards requests (pipelined ones at once), spooling uploads to disk; the writer writes reply
-//! payloads in order. Every close goes through [`Shared::close`], which decides (once) whether a
+//! payloads in order. Every close goes through `close_conn`, which decides (once) whether a
 //! disconnect frame is due.
 
 use crate::chunked::Dechunker;
