@@ -709,3 +709,84 @@ fn sigterm_finishes_the_in_flight_request() {
     let status = gw.wait_exit(REPLY_TIMEOUT).expect("graceful exit");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn sigterm_serves_every_request_already_queued() {
+    let mut gw = Gateway::app("streaming:app");
+    let first = gw.next_conn();
+    gw.send_frame(&TestRequest::get("/?n=3&pause=0.3").encode(first));
+    let queued: Vec<u64> = (0..4).map(|_| gw.next_conn()).collect();
+    for &id in &queued {
+        gw.send_frame(&TestRequest::get("/?n=1").encode(id));
+    }
+    // The first chunk proves the worker is busy with the first request; the others wait in
+    // its PULL socket when SIGTERM arrives.
+    let f = gw.recv_frame(REPLY_TIMEOUT).expect("first chunk");
+    assert_eq!(f.ids, [first]);
+    gw.signal(15);
+    let mut done = std::collections::HashSet::new();
+    let mut bufs: std::collections::HashMap<u64, Vec<u8>> = Default::default();
+    bufs.entry(first).or_default().extend_from_slice(&f.payload);
+    while done.len() < 5 {
+        let f = gw
+            .recv_frame(REPLY_TIMEOUT)
+            .unwrap_or_else(|| panic!("lost a queued request; log:\n{}", gw.log()));
+        let id = f.ids[0];
+        let buf = bufs.entry(id).or_default();
+        buf.extend_from_slice(&f.payload);
+        if buf.ends_with(b"0\r\n\r\n") {
+            done.insert(id);
+        }
+    }
+    let status = gw.wait_exit(REPLY_TIMEOUT).expect("graceful exit");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_venv_inside_the_app_folder_selects_the_interpreter() {
+    let app = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(conformance::gateway::test_venv(), app.path().join("venv")).unwrap();
+    std::fs::create_dir(app.path().join("app")).unwrap();
+    std::fs::write(
+        app.path().join("app/wsgi.py"),
+        "import flask, sys\n\ndef application(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+         return [('flask ' + flask.__name__ + ' ' + sys.prefix).encode()]\n",
+    )
+    .unwrap();
+    let mut gw = Gateway::start(base_config(app.path(), None));
+    let resp = get(&mut gw, "/");
+    assert_eq!(resp.status, 200, "{}", gw.log());
+    assert!(resp.text().starts_with("flask flask "), "{}", resp.text());
+}
+
+#[test]
+fn uploads_over_the_limit_are_refused_at_upload_start() {
+    let mut cfg = base_config(&apps_dir(), Some("hello:app"));
+    cfg["max_upload_size"] = 1000.into();
+    let mut gw = Gateway::start(cfg);
+    let id = gw.next_conn();
+    gw.send_frame(
+        &TestRequest::get("/up")
+            .method("POST")
+            .header("content-length", "5000")
+            .header("x-mongrel2-upload-start", "/tmp/upload.X")
+            .encode(id),
+    );
+    let f = gw.recv_frame(REPLY_TIMEOUT).expect("the kill frame");
+    assert_eq!(f.ids, [id]);
+    assert!(
+        f.payload.is_empty(),
+        "an upload-start is refused with a zero-length reply"
+    );
+    // Under the limit: nothing is sent, the next reply is a probe's.
+    let id2 = gw.next_conn();
+    gw.send_frame(
+        &TestRequest::get("/up")
+            .method("POST")
+            .header("content-length", "500")
+            .header("x-mongrel2-upload-start", "/tmp/upload.Y")
+            .encode(id2),
+    );
+    assert_alive(&mut gw);
+}

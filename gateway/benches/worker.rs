@@ -2,7 +2,7 @@
 //! handler measured the same way in the same run, with 1 and with 64 requests in flight.
 //!
 //! Run: `cargo bench -p gateway --bench worker` (release profile). Environment:
-//! `BENCH_SECONDS` (per measurement, default 3), `BENCH_INFLIGHT` (comma list, default
+//! `BENCH_SECONDS` (per round, default 1), `BENCH_ROUNDS` (default 5), `BENCH_INFLIGHT` (comma list, default
 //! `1,64`), `BENCH_APP` (default `hello:app` from fixtures/apps).
 //!
 //! The same executable plays three roles, chosen by `WSGID_BENCH_ROLE`: the driver (default;
@@ -237,27 +237,45 @@ fn drive() {
     let secs: f64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+        .unwrap_or(1.0);
     let inflights: Vec<usize> = std::env::var("BENCH_INFLIGHT")
         .unwrap_or_else(|_| "1,64".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let app = std::env::var("BENCH_APP").unwrap_or_else(|_| "hello:app".into());
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let frames = request_frames();
-    println!("wsgid worker vs Rust echo handler over ZeroMQ (tcp loopback), {secs} s each");
+    // Both handlers run side by side for the whole run; rounds alternate between them so a
+    // noisy neighbour on this shared machine hits both alike; medians are reported.
+    let wep = bind();
+    let _worker = spawn_worker(&wep, &app);
+    let eep = bind();
+    let _echo = spawn_echo(&eep);
+    println!(
+        "wsgid worker ({app}) vs Rust echo handler over ZeroMQ (tcp loopback): \
+         {rounds} alternating rounds of {secs} s, medians"
+    );
     for &inflight in &inflights {
-        let ep = bind();
-        let worker = spawn_worker(&ep, &app);
-        let w = measure(&ep, &frames, inflight, secs);
-        drop(worker);
-        let ep = bind();
-        let echo = spawn_echo(&ep);
-        let e = measure(&ep, &frames, inflight, secs);
-        drop(echo);
+        let mut w = Vec::new();
+        let mut e = Vec::new();
+        for _ in 0..rounds {
+            w.push(measure(&wep, &frames, inflight, secs));
+            e.push(measure(&eep, &frames, inflight, secs));
+        }
+        let (wm, em) = (median(&mut w), median(&mut e));
         println!(
-            "in flight {inflight:>3}: wsgid {w:>9.0} req/s | echo {e:>9.0} req/s | ratio {:.1}%",
-            100.0 * w / e
+            "in flight {inflight:>3}: wsgid {wm:>9.0} req/s | echo {em:>9.0} req/s | ratio {:.1}%   (wsgid rounds {:?})",
+            100.0 * wm / em,
+            w.iter().map(|x| *x as u64).collect::<Vec<_>>()
         );
     }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }

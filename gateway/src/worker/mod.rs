@@ -27,6 +27,12 @@ pub const EXIT_LOAD_FAILED: i32 = 3;
 /// itself interrupts the wait; this covers a signal landing just before it).
 const STOP_CHECK_MS: i32 = 500;
 
+/// A leaving worker takes in frames until its PULL socket was quiet this long...
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
+
+/// ...or for at most this long.
+const DRAIN_MAX: Duration = Duration::from_millis(250);
+
 /// How long the PUB socket may take to flush replies when the worker exits.
 const LINGER_MS: i32 = 5000;
 
@@ -83,6 +89,10 @@ impl Inbox {
     /// Takes in every frame already queued; true when one is a disconnect of
     /// `sender`/`conn_id` (queued requests of that connection are dropped too).
     fn client_gone(&mut self, sender: &[u8], conn_id: u64) -> bool {
+        if signals::stop_requested() {
+            // Leaving: stop the flow before the stream's last frames, not after.
+            self.close();
+        }
         let Some(pull) = &self.pull else {
             return false;
         };
@@ -115,15 +125,27 @@ impl Inbox {
         gone
     }
 
-    /// Stops the flow: takes in what the PULL socket holds, then closes it.
+    /// Stops the flow: takes in what the PULL socket holds (until it has been quiet for
+    /// `DRAIN_QUIET`, at most `DRAIN_MAX`, so frames Mongrel2 is still routing here arrive),
+    /// then closes it.
     fn close(&mut self) {
         if let Some(pull) = self.pull.take() {
+            let start = Instant::now();
             loop {
                 let mut msg = zmq::Message::new();
-                if pull.recv(&mut msg, zmq::DONTWAIT).is_err() {
+                if pull.recv(&mut msg, zmq::DONTWAIT).is_ok() {
+                    self.pending.push_back(msg);
+                    continue;
+                }
+                if start.elapsed() >= DRAIN_MAX {
                     break;
                 }
-                self.pending.push_back(msg);
+                let mut items = [pull.as_poll_item(zmq::POLLIN)];
+                match zmq::poll(&mut items, DRAIN_QUIET.as_millis() as i64) {
+                    Ok(0) => break,
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(_) => break,
+                }
             }
             let _ = pull.set_linger(0);
             drop(pull);
@@ -272,7 +294,14 @@ impl Worker {
             // Blocking receive: a stop signal interrupts it (EINTR); the receive timeout
             // bounds the window of a signal landing just before the call.
             match pull.recv(&mut msg, 0) {
-                Ok(()) => self.handle(py, &msg),
+                Ok(()) => {
+                    if self.max_requests > 0 && self.served + 1 >= self.max_requests {
+                        // The last request: stop the flow before answering it, so nothing
+                        // is routed here after the last reply.
+                        self.inbox.close();
+                    }
+                    self.handle(py, &msg);
+                }
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                 Err(e) => {
                     tracing::error!("receiving a request failed: {e}");
