@@ -158,6 +158,18 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let settings = settings_from(&cli)?;
+    if let Some(template) = &settings.upload_temp_store {
+        let host = match &settings.chroot {
+            Some(root) => root.join(template.trim_start_matches('/')),
+            None => std::path::PathBuf::from(template),
+        };
+        if let Some(dir) = host.parent().filter(|d| !d.is_dir()) {
+            eprintln!(
+                "fake-mongrel2: warning: upload directory {} does not exist: big uploads will get 413",
+                dir.display()
+            );
+        }
+    }
     let tracer = Tracer::default();
     let trace_rx = cli.trace.as_ref().map(|_| tracer.subscribe());
     let names: Vec<String> = settings.handlers.iter().map(|h| h.name.clone()).collect();
