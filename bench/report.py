@@ -134,6 +134,24 @@ if lo or oc.exists():
             md.append(f"| {label} | | - | - | no result ({type(e).__name__}) |")
     md.append("")
 
+sl = load("stall-loadgen")
+if sl or (runs / "stall-oha-default.json").exists():
+    md += ["## A 1 s server stall (SIGSTOP) at 500 req/s for 5 s", "",
+           "| tool | achieved req/s | p99 ms |", "|---|---|---|"]
+    if sl:
+        report["stall"] = {"loadgen": row(sl)}
+        md.append(f"| loadgen (corrected) | {sl['achieved_rps']:.1f} | {sl['latency_ms']['corrected']['p99']} |")
+        md.append(f"| loadgen (uncorrected) | | {sl['latency_ms']['uncorrected']['p99']} |")
+    for label, name in [("oha (default)", "stall-oha-default"), ("oha --latency-correction", "stall-oha-corrected")]:
+        try:
+            o = json.loads((runs / f"{name}.json").read_text())
+            p99 = o["latencyPercentiles"]["p99"]
+            report.setdefault("stall", {})[label] = {"achieved_rps": o["summary"]["requestsPerSec"], "p99_ms": p99 * 1000}
+            md.append(f"| {label} | {o['summary']['requestsPerSec']:.1f} | {round(p99 * 1000, 3)} |")
+        except (OSError, ValueError, KeyError, TypeError):
+            md.append(f"| {label} | - | no result |")
+    md.append("")
+
 notes = (out / "notes.txt").read_text().strip().splitlines() if (out / "notes.txt").exists() else []
 report["notes"] = notes
 if notes:

@@ -199,6 +199,27 @@ for c in $CASES; do
   done
 done
 
+# ---- 3b. A 1 s stall (SIGSTOP of the echo server) seen by oha and loadgen ----------------
+if [ -x "$OHA" ]; then
+  for tool in oha-default oha-corrected loadgen; do
+    SP=$(free_port)
+    "$LG" echo-server --listen "127.0.0.1:$SP" > /dev/null 2>&1 &
+    spid=$!
+    pids+=($spid)
+    wait_port "$SP" || { note "stall run: echo-server did not start"; continue; }
+    (sleep 1.5; kill -STOP "$spid"; sleep 1; kill -CONT "$spid") &
+    stall=$!
+    log "stall comparison: $tool"
+    case $tool in
+      oha-default) "$OHA" -z 5s -q 500 -c 8 --no-tui --output-format json "http://127.0.0.1:$SP/" > "$OUT/runs/stall-oha-default.json" 2> /dev/null ;;
+      oha-corrected) "$OHA" -z 5s -q 500 -c 8 --no-tui --latency-correction --output-format json "http://127.0.0.1:$SP/" > "$OUT/runs/stall-oha-corrected.json" 2> /dev/null ;;
+      loadgen) lg stall-loadgen --rps 500 -d 5s -c 8 "http://127.0.0.1:$SP/" ;;
+    esac
+    wait "$stall"
+    stop_all
+  done
+fi
+
 log "report"
 "$PY" "$ROOT/bench/report.py" "$OUT" || note "report generation failed"
 echo "report: $OUT/report.md"
