@@ -433,7 +433,21 @@ fn a_worker_stuck_past_timeout_is_replaced_and_its_client_gets_504() {
     assert!(r.closed, "the 504 must be followed by the close frame");
     let stuck: u32 = first.parse().unwrap();
     poll_until(SLOW, || (!alive(stuck)).then_some(())).expect("the stuck worker was killed");
-    let r = sim.roundtrip("/", SLOW).expect("a fresh worker serves");
+    // Send the next request once the replacement is up: a frame the stand-in's PUSH routes to
+    // the killed worker in the milliseconds after its death is lost (with Mongrel2 as well).
+    poll_until(SLOW, || {
+        // Servicing the SUB socket lets the new worker's subscription through.
+        sim.pump(Duration::from_millis(10));
+        let out = master.output();
+        master
+            .workers()
+            .into_iter()
+            .find(|&p| p != stuck && out.contains(&format!("worker pid={p} ready")))
+    })
+    .unwrap_or_else(|| panic!("no replacement worker\n{}", master.output()));
+    let r = sim
+        .roundtrip("/", SLOW)
+        .unwrap_or_else(|| panic!("a fresh worker serves\n{}", master.output()));
     assert_eq!(r.status, 200);
     assert_ne!(r.field("pid"), Some(first));
     assert!(master.output().contains("WORKER TIMEOUT"));
