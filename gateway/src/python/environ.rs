@@ -16,6 +16,24 @@ use crate::environ::{
     split_host, split_path,
 };
 
+unsafe extern "C" {
+    /// CPython's presized dict constructor (exported by libpython 3.11, not in the limited API).
+    fn _PyDict_NewPresized(minused: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+}
+
+/// Entries the environ dict has room for without a resize (its keys table is cloned from the
+/// base dict by `PyDict_Copy`, so the room is paid for once).
+const ENVIRON_ROOM: ffi::Py_ssize_t = 40;
+
+/// Room of the `mongrel2.headers` dict.
+const HEADERS_ROOM: ffi::Py_ssize_t = 20;
+
+/// A new empty dict with room for `n` entries.
+fn presized_dict(py: Python<'_>, n: ffi::Py_ssize_t) -> PyResult<Bound<'_, PyDict>> {
+    // SAFETY: returns a new reference or NULL with an exception set.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(n))?.cast_into_unchecked()) }
+}
+
 /// FNV-1a: header names are short, SipHash is overkill here.
 #[derive(Default)]
 struct Fnv(u64);
@@ -298,7 +316,7 @@ impl EnvironBuilder {
         default_name: &str,
         default_port: u16,
     ) -> PyResult<Self> {
-        let base = PyDict::new(py);
+        let base = presized_dict(py, ENVIRON_ROOM)?;
         base.set_item("SERVER_SOFTWARE", crate::response::SERVER)?;
         base.set_item("GATEWAY_INTERFACE", "CGI/1.1")?;
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
@@ -365,7 +383,7 @@ impl EnvironBuilder {
             let env = Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(self.base.as_ptr()))?
                 .cast_into_unchecked::<PyDict>();
             let e = env.as_ptr();
-            let headers = PyDict::new(py);
+            let headers = presized_dict(py, HEADERS_ROOM)?;
             let h = headers.as_ptr();
             let mut facts = RequestFacts::default();
             let mut pattern: &[u8] = b"";
@@ -376,8 +394,13 @@ impl EnvironBuilder {
             let mut have_cl = false;
 
             for (name, value) in req.headers.iter() {
-                if !self.names.contains_key(name) {
-                    if self.names.len() >= MAX_NAMES {
+                let cached = self.names.get_mut(name).map(|e| e as *mut NameEntry);
+                let entry: &mut NameEntry = match cached {
+                    // SAFETY: detaches the borrow from `self.names` (which is not touched
+                    // again until `entry` is dead) so the miss arm may insert: the usual
+                    // get-or-insert in one lookup for the hit path.
+                    Some(entry) => &mut *entry,
+                    None if self.names.len() >= MAX_NAMES => {
                         // Cache full: a throwaway entry for this request.
                         let mut entry = NameEntry::new(py, name);
                         Self::set_header_entry(
@@ -392,10 +415,10 @@ impl EnvironBuilder {
                         )?;
                         continue;
                     }
-                    self.names.insert(name.to_vec(), NameEntry::new(py, name));
-                }
-                let Some(entry) = self.names.get_mut(name) else {
-                    continue;
+                    None => self
+                        .names
+                        .entry(name.to_vec())
+                        .or_insert_with(|| NameEntry::new(py, name)),
                 };
                 let first: &'a [u8] = value.first();
                 match entry.role {

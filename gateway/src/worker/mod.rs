@@ -169,6 +169,11 @@ struct Worker {
 
 fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
     let app = load_or_exit(py, cfg);
+    // Everything the app allocated while loading lives as long as the worker: keep it out of
+    // the garbage collector's generations (as gunicorn users do with gc.freeze()).
+    if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("freeze")) {
+        tracing::debug!("gc.freeze() failed: {e}");
+    }
 
     let ctx = zmq::Context::new();
     let xpub = ctx.socket(zmq::XPUB).context("creating the reply socket")?;
