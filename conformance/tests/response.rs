@@ -790,3 +790,46 @@ fn uploads_over_the_limit_are_refused_at_upload_start() {
     );
     assert_alive(&mut gw);
 }
+
+#[test]
+fn crashing_apps_under_wsgiref_validator() {
+    let mut gw = Gateway::app("validated:crashing_app");
+    let resp = get(&mut gw, "/before_start");
+    assert_eq!(resp.status, 500);
+    let resp = get(&mut gw, "/mid_stream");
+    assert!(resp.closed && !resp.chunked);
+    let resp = get(&mut gw, "/in_close");
+    assert_eq!(resp.text(), "complete body\n");
+    assert_alive(&mut gw);
+    let log = gw.log();
+    assert!(log.contains("boom before start_response"), "{log}");
+    assert!(log.contains("boom in close()"), "{log}");
+    // The validator itself found nothing wrong with the gateway's side.
+    assert!(!log.contains("AssertionError"), "{log}");
+}
+
+#[test]
+fn django_under_wsgiref_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("validated_django.py"),
+        "from wsgiref.validate import validator\n\
+         from django.core.wsgi import get_wsgi_application\n\
+         app = validator(get_wsgi_application())\n",
+    )
+    .unwrap();
+    let mut cfg = base_config(
+        &apps_dir().join("django_site"),
+        Some("validated_django:app"),
+    );
+    cfg["python"] = venv_python().to_string_lossy().into_owned().into();
+    cfg["envs"] = serde_json::json!([
+        ["PYTHONPATH", dir.path()],
+        ["DJANGO_SETTINGS_MODULE", "mysite.settings"]
+    ]);
+    let mut gw = Gateway::start(cfg);
+    let resp = gw.request(&TestRequest::get("/info?a=b").method("POST").body("xyz"));
+    assert_eq!(resp.status, 200, "{}\n{}", resp.text(), gw.log());
+    assert_eq!(resp.json()["body_length"], 3);
+    assert!(!gw.log().contains("AssertionError"), "{}", gw.log());
+}
