@@ -187,8 +187,18 @@ impl Worker {
                 }
             }
             // 2. Hand them to idle connections.
-            while !self.backlog.is_empty() && self.busy < self.slots {
-                let Some(ci) = self.pop_idle() else { break };
+            while let Some(front) = self.backlog.front()
+                && self.busy < self.slots
+            {
+                // A request already lost once to a connection the server had closed goes out on
+                // a fresh connection (a server that closes after every response would
+                // otherwise get it onto another stale one).
+                let next = if front.retried {
+                    self.pop_fresh_idle()
+                } else {
+                    self.pop_idle()
+                };
+                let Some(ci) = next else { break };
                 let p = self.backlog.pop_front().expect("backlog is not empty");
                 self.start(ci, p, now);
             }
@@ -265,6 +275,16 @@ impl Worker {
             self.on_event(token as usize, bits, now);
         }
         Ok(())
+    }
+
+    /// An idle connection that has not carried a request yet.
+    fn pop_fresh_idle(&mut self) -> Option<usize> {
+        let conns = &self.conns;
+        let i = self
+            .idle
+            .iter()
+            .rposition(|&ci| conns[ci].state == St::Idle && !conns[ci].reused)?;
+        Some(self.idle.swap_remove(i))
     }
 
     fn pop_idle(&mut self) -> Option<usize> {
