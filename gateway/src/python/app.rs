@@ -273,7 +273,8 @@ impl WsgiApp {
             }
             self.responder.borrow_mut(py).send_piece(data);
             if client_gone() {
-                self.responder.borrow_mut(py).abort();
+                // Nothing more is sent: Mongrel2 already forgot the connection (a close frame
+                // would only make it answer with one more disconnect frame).
                 return Outcome::ClientGone;
             }
         }

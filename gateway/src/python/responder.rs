@@ -384,11 +384,6 @@ impl Responder {
         }
     }
 
-    /// Client gone while streaming: close the connection (Mongrel2 forgets it either way).
-    pub fn abort(&mut self) {
-        self.send_close();
-    }
-
     fn set_status_and_headers(
         &mut self,
         status: &Bound<'_, PyAny>,
