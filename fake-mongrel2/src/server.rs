@@ -770,6 +770,45 @@ impl Reader<'_> {
             }
             Parsed::Request(head) => {
                 let head_len = head.head_len;
+                // Fast path: no body, or the whole inline body already buffered, no Expect,
+                // a route: the frame is built from the buffer without copying the head.
+                let avail = (self.buf.len() - self.start - head_len) as u64;
+                let inline = match head.body {
+                    BodyKind::None => Some(0),
+                    BodyKind::Length(n)
+                        if n <= self.sh.settings.content_length_limit && n <= avail =>
+                    {
+                        Some(n as usize)
+                    }
+                    _ => None,
+                };
+                let route = self.sh.settings.route(head.path);
+                if let (Some(n), Some((pattern, handler))) = (inline, route)
+                    && !head.expect_continue
+                    && !head.expect_failed
+                {
+                    let body_start = self.start + head_len;
+                    let body = &self.buf[body_start..body_start + n];
+                    let mut out = Vec::with_capacity(self.out_hint + n);
+                    frames::request_frame(
+                        &mut out,
+                        &self.sh.settings.handlers[handler],
+                        self.conn.id,
+                        &head,
+                        pattern,
+                        &self.peer,
+                        UploadStage::None,
+                        body,
+                    );
+                    drop(head);
+                    self.head_reads = 0;
+                    self.conn.socket_mode.store(false, Ordering::Release);
+                    self.conn.last_handler.store(handler, Ordering::Release);
+                    self.out_hint = self.out_hint.max(out.len() - n);
+                    self.start = body_start + n;
+                    self.sh.send_frame(handler, out);
+                    return Step::Continue;
+                }
                 // Own the head so the buffer can be refilled for the body.
                 let head_bytes = self.buf[self.start..self.start + head_len].to_vec();
                 self.start += head_len;
