@@ -344,12 +344,10 @@ pub fn host_path(chroot: &Path, reported: &[u8]) -> PathBuf {
 
 impl Drop for RealMongrel2 {
     fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe {
-                libc_kill(pid, 2);
-            }
-        }
+        // Mongrel2 stops on SIGINT
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -360,9 +358,4 @@ impl Drop for RealMongrel2 {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
