@@ -16,19 +16,22 @@ struct Cli {
     /// With --config: the uuid of the Server to run (default: the first).
     #[arg(long)]
     server_uuid: Option<String>,
-    /// HTTP listen address (overrides the config's bind_addr/port).
+    /// HTTP listen address (overrides the config's bind_addr/port) [default: 127.0.0.1:6767].
     #[arg(long)]
     listen: Option<String>,
-    /// send_spec: PUSH endpoint bound for requests (handlers connect PULL).
+    /// send_spec: PUSH endpoint bound for requests (handlers connect PULL)
+    /// [default: tcp://127.0.0.1:9997].
     #[arg(long)]
     send: Option<String>,
-    /// recv_spec: SUB endpoint bound for replies (handlers connect PUB).
+    /// recv_spec: SUB endpoint bound for replies (handlers connect PUB)
+    /// [default: tcp://127.0.0.1:9996].
     #[arg(long)]
     recv: Option<String>,
-    /// Header encoding of request frames.
+    /// Header encoding of request frames [default: json].
     #[arg(long, value_parser = ["json", "tnetstring"])]
     protocol: Option<String>,
-    /// send_ident: the SENDER field of request frames.
+    /// send_ident: the SENDER field of request frames
+    /// [default: 11111111-2222-4333-8444-555555555555].
     #[arg(long)]
     send_ident: Option<String>,
     /// recv_ident: SUB subscription ('' = everything).
@@ -37,19 +40,19 @@ struct Cli {
     /// Route pattern to the handler (repeatable; default '/').
     #[arg(long = "route")]
     routes: Vec<String>,
-    /// limits.content_length: larger bodies take the upload path.
+    /// limits.content_length: larger bodies take the upload path [default: 20480].
     #[arg(long)]
     content_length_limit: Option<u64>,
-    /// upload.temp_store: mkstemp template, e.g. /tmp/upload.XXXXXX.
+    /// upload.temp_store: mkstemp template [default: $TMPDIR/upload.XXXXXX].
     #[arg(long)]
     upload_temp_store: Option<String>,
     /// Server chroot: upload temp files live under it and are reported relative to it.
     #[arg(long)]
     chroot: Option<std::path::PathBuf>,
-    /// upload.temp_store_mode (octal).
+    /// upload.temp_store_mode (octal) [default: 0600].
     #[arg(long)]
     upload_mode: Option<String>,
-    /// limits.buffer_size: largest request head.
+    /// limits.buffer_size: largest request head [default: 4096].
     #[arg(long)]
     buffer_size: Option<usize>,
     /// Write every frame in and out as JSON lines to this file.
