@@ -378,25 +378,35 @@ impl RunResult {
             ("p99", "#d95f02", 0.99),
             ("max", "#e7298a", 1.0),
         ];
-        let vals: Vec<Vec<f64>> = series
+        // Seconds without a completion have no latency: they are gaps in the lines.
+        let vals: Vec<Vec<Option<f64>>> = series
             .iter()
             .map(|(_, _, quant)| {
                 self.timeline
                     .iter()
                     .map(|s| {
+                        if s.corrected.is_empty() {
+                            return None;
+                        }
                         let v = if *quant >= 1.0 {
                             s.corrected.max()
                         } else {
                             q(&s.corrected, *quant)
                         };
-                        (v as f64 / 1e6).max(0.001)
+                        Some((v as f64 / 1e6).max(0.001))
                     })
                     .collect()
             })
             .collect();
-        let maxv = vals.iter().flatten().cloned().fold(0.01f64, f64::max);
+        let maxv = vals
+            .iter()
+            .flatten()
+            .flatten()
+            .cloned()
+            .fold(0.01f64, f64::max);
         let minv = vals
             .iter()
+            .flatten()
             .flatten()
             .cloned()
             .fold(maxv, f64::min)
@@ -420,16 +430,28 @@ impl RunResult {
             d += 1.0;
         }
         for (k, (name, color, _)) in series.iter().enumerate() {
-            let pts: Vec<String> = vals[k]
-                .iter()
-                .enumerate()
-                .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64), ly(*v)))
-                .collect();
-            let _ = writeln!(
-                o,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-                pts.join(" ")
-            );
+            let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+            for (i, v) in vals[k].iter().enumerate() {
+                match v {
+                    Some(v) => runs.last_mut().expect("one run").push(format!(
+                        "{:.1},{:.1}",
+                        x(i as f64),
+                        ly(*v)
+                    )),
+                    None => runs.push(Vec::new()),
+                }
+            }
+            for pts in runs.iter().filter(|r| !r.is_empty()) {
+                let _ = writeln!(
+                    o,
+                    r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+                    pts.join(" ")
+                );
+                if pts.len() == 1 {
+                    let (cx, cy) = pts[0].split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(o, r#"<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>"#);
+                }
+            }
             let _ = writeln!(
                 o,
                 r#"<text x="{}" y="{}" fill="{color}">{name}</text>"#,
