@@ -8,6 +8,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
+use crate::filters::{Filters, RequestCtx, RequestInfo};
 use crate::python::environ::{EnvironBuilder, RequestFacts};
 use crate::python::input::{ErrorStream, Input};
 use crate::python::responder::{Responder, Sent, bytes_data};
@@ -40,6 +41,7 @@ pub struct WsgiApp {
     builder: EnvironBuilder,
     close_name: Py<PyString>,
     empty_body: Py<PyBytes>,
+    filters: Filters,
 }
 
 impl std::fmt::Debug for WsgiApp {
@@ -80,7 +82,18 @@ impl WsgiApp {
             builder,
             close_name: PyString::intern(py, "close").unbind(),
             empty_body: PyBytes::new(py, b"").unbind(),
+            filters: Filters::none(),
         })
+    }
+
+    /// Runs `filters` around every request from now on (see [`crate::filters`]).
+    pub fn set_filters(&mut self, filters: Filters) {
+        self.filters = filters;
+    }
+
+    /// Whether the filters' upload hooks let an upload-start through.
+    pub fn admit_upload(&self, py: Python<'_>, req: &RequestInfo<'_>) -> bool {
+        self.filters.admit_upload(py, req)
     }
 
     /// Sends the zero-length reply that closes `conn_id` (e.g. to refuse an upload).
@@ -133,6 +146,15 @@ impl WsgiApp {
         self.responder
             .borrow_mut(py)
             .begin(req.sender, req.conn_id, &facts);
+        let flat;
+        let fctx = if self.filters.is_empty() {
+            None
+        } else {
+            flat = crate::filters::flat_headers(req);
+            let ctx = self.filters.begin(py, &RequestInfo::of(req, &flat));
+            self.filters.pre(py, &ctx, &environ);
+            Some(ctx)
+        };
 
         // SAFETY: vectorcall with two live arguments; the result is a new reference or NULL.
         let result = unsafe {
@@ -145,17 +167,95 @@ impl WsgiApp {
         let outcome = match result {
             Err(e) => {
                 log_exception(py, "the WSGI app raised", &e);
+                if let Some(ctx) = &fctx {
+                    self.filters.exception(py, ctx, &e);
+                }
                 self.responder.borrow_mut(py).fail();
                 Outcome::AppError
             }
-            Ok(iterable) => {
-                let outcome = self.send_iterable(py, &iterable, client_gone);
-                self.close_iterable(py, &iterable);
-                outcome
-            }
+            Ok(iterable) => match fctx.as_ref().filter(|_| self.filters.has_post()) {
+                Some(ctx) => self.send_filtered(py, ctx, &iterable, client_gone),
+                None => {
+                    let outcome = self.send_iterable(py, &iterable, client_gone);
+                    self.close_iterable(py, &iterable);
+                    outcome
+                }
+            },
         };
         let sent = self.responder.borrow(py).sent();
+        if let Some(ctx) = fctx {
+            self.filters.finish(ctx, sent.status, sent.bytes);
+        }
         (outcome, sent, facts)
+    }
+
+    /// Sends the app's response through the post filters: once start_response has run (a
+    /// generator app runs it at its first step, so the first pieces are pulled and put back
+    /// in front), `process(m2message, status, headers, body)` of each filter, the body being
+    /// the app's iterable, unread. Closes the app's iterable (and a replacement body).
+    fn send_filtered(
+        &mut self,
+        py: Python<'_>,
+        ctx: &RequestCtx,
+        iterable: &Bound<'_, PyAny>,
+        client_gone: &mut dyn FnMut() -> bool,
+    ) -> Outcome {
+        let mut body = iterable.clone();
+        if !self.responder.borrow(py).started() {
+            let mut iter = match iterable.try_iter() {
+                Ok(it) => it,
+                Err(e) => {
+                    log_exception(py, "the WSGI app returned a non-iterable", &e);
+                    self.responder.borrow_mut(py).fail();
+                    self.close_iterable(py, iterable);
+                    return Outcome::AppError;
+                }
+            };
+            let mut first = Vec::new();
+            while !self.responder.borrow(py).started() {
+                match iter.next() {
+                    None => break,
+                    Some(Ok(item)) => first.push(item),
+                    Some(Err(e)) => {
+                        log_exception(py, "the WSGI app raised", &e);
+                        self.filters.exception(py, ctx, &e);
+                        self.responder.borrow_mut(py).fail();
+                        self.close_iterable(py, iterable);
+                        return Outcome::AppError;
+                    }
+                }
+            }
+            match crate::filters::prefixed_body(py, first, iter.as_any(), iterable) {
+                Ok(b) => body = b,
+                Err(e) => {
+                    log_exception(py, "request filters: wrapping the body", &e);
+                    self.responder.borrow_mut(py).fail();
+                    self.close_iterable(py, iterable);
+                    return Outcome::AppError;
+                }
+            }
+        }
+        let start = self.responder.borrow(py).start_args(py);
+        let Some((status, headers)) = start else {
+            // start_response never ran: the usual path answers 500.
+            let outcome = self.send_iterable(py, &body, client_gone);
+            self.close_iterable(py, &body);
+            return outcome;
+        };
+        let out = self
+            .filters
+            .post(py, ctx, status.clone(), headers.clone(), body);
+        if !out.status.is(&status) || !out.headers.is(&headers) {
+            self.responder
+                .borrow_mut(py)
+                .restart(&out.status, &out.headers);
+        }
+        let outcome = self.send_iterable(py, &out.body, client_gone);
+        self.close_iterable(py, &out.body);
+        if out.body_replaced {
+            self.close_iterable(py, iterable);
+        }
+        outcome
     }
 
     fn close_iterable(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) {

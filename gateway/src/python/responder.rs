@@ -71,6 +71,8 @@ pub struct Responder {
     has_connection: bool,
     app_close: bool,
     invalid: Option<String>,
+    /// start_response's (status, headers) objects, for the post filters.
+    start_args: Option<(Py<PyAny>, Py<PyAny>)>,
     // sending
     headers_sent: bool,
     framing: Framing,
@@ -127,6 +129,7 @@ impl Responder {
                 has_connection: false,
                 app_close: false,
                 invalid: None,
+                start_args: None,
                 headers_sent: false,
                 framing: Framing::NoBody,
                 body_sent: 0,
@@ -178,6 +181,40 @@ impl Responder {
         self.has_connection = false;
         self.app_close = false;
         self.invalid = None;
+        self.start_args = None;
+    }
+
+    /// Whether start_response was called for this request.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The (status, headers) objects start_response was called with.
+    pub fn start_args<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        self.start_args
+            .as_ref()
+            .map(|(s, h)| (s.bind(py).clone(), h.bind(py).clone()))
+    }
+
+    /// Replaces the status and headers (what the post filters made of them) while the head
+    /// is not sent yet; afterwards (the app used `write()`) the change is logged and ignored.
+    pub fn restart(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) {
+        if self.headers_sent {
+            tracing::warn!(
+                "request filters changed the status or headers of a response whose head was already sent (write()); ignored"
+            );
+            return;
+        }
+        self.reset_start();
+        self.started = true;
+        if let Err(reason) = self.set_status_and_headers(status, headers) {
+            tracing::error!("invalid status or headers from the request filters: {reason}");
+            self.invalid = Some(reason);
+        }
+        self.start_args = Some((status.clone().unbind(), headers.clone().unbind()));
     }
 
     /// Whether any byte of the response was sent.
@@ -500,6 +537,7 @@ impl Responder {
             tracing::error!("invalid start_response() arguments: {reason}");
             self.invalid = Some(reason);
         }
+        self.start_args = Some((status.clone().unbind(), headers.clone().unbind()));
         Ok(self
             .write_fn
             .as_ref()

@@ -15,10 +15,11 @@ use pyo3::prelude::*;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::config::WorkerConfig;
+use crate::filters::{self, Filters, RequestInfo};
 use crate::loader::{LoadError, load_app};
 use crate::python::app::{Body, Outcome, WsgiApp};
 use crate::scoreboard::Slot;
-use crate::upload::UploadPolicy;
+use crate::upload::{PendingUploads, Sweeper, UploadPolicy};
 
 /// Exit code of a worker whose app cannot be loaded.
 pub const EXIT_LOAD_FAILED: i32 = 3;
@@ -161,6 +162,10 @@ struct Worker {
     app: WsgiApp,
     inbox: Inbox,
     uploads: UploadPolicy,
+    /// Uploads started and not done, to remove the file when the client leaves (filters).
+    pending_uploads: PendingUploads,
+    /// Deletes old leftover upload files (`--upload-max-age`).
+    sweeper: Option<Sweeper>,
     slot: Option<Slot>,
     access_log: Option<AccessLog>,
     served: u64,
@@ -168,6 +173,11 @@ struct Worker {
 }
 
 fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
+    // wsgid 0.7's plugin modules (wsgid.interfaces.filters, plugnplay) must be importable
+    // before plugins/ is scanned for app loaders.
+    if let Err(e) = filters::python::runtime(py) {
+        tracing::warn!("request filters: the wsgid 0.7 compatibility modules are unavailable: {e}");
+    }
     let app = load_or_exit(py, cfg);
     // Everything the app allocated while loading lives as long as the worker: keep it out of
     // the garbage collector's generations (as gunicorn users do with gc.freeze()).
@@ -176,6 +186,14 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
     }
 
     let ctx = zmq::Context::new();
+    let filters = match Filters::load(py, cfg, &ctx) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("cannot load the request filters: {e}");
+            eprintln!("wsgid: cannot load the request filters: {e}");
+            std::process::exit(EXIT_LOAD_FAILED);
+        }
+    };
     let xpub = ctx.socket(zmq::XPUB).context("creating the reply socket")?;
     xpub.set_xpub_verbose(true)?;
     xpub.set_sndhwm(0)?;
@@ -194,7 +212,7 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
         pull.connect(ep)
             .with_context(|| format!("connecting the request socket to {ep}"))?;
     }
-    let app = WsgiApp::new(
+    let mut app = WsgiApp::new(
         py,
         app,
         xpub,
@@ -203,13 +221,17 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
         cfg.server_port,
     )
     .map_err(|e| anyhow::anyhow!("setting up the WSGI environment: {e}"))?;
+    app.set_filters(filters);
+    let uploads = UploadPolicy::from_config(cfg);
     let mut worker = Worker {
         app,
         inbox: Inbox {
             pull: Some(pull),
             pending: VecDeque::new(),
         },
-        uploads: UploadPolicy::from_config(cfg),
+        sweeper: Sweeper::new(&uploads),
+        uploads,
+        pending_uploads: PendingUploads::default(),
         slot: Slot::from_env(),
         access_log: open_access_log(cfg),
         served: 0,
@@ -289,6 +311,9 @@ impl Worker {
             if signals::stop_requested() || self.limit_reached() {
                 break;
             }
+            if let Some(sweeper) = self.sweeper.as_mut() {
+                sweeper.tick(&self.uploads);
+            }
             if let Some(m) = self.inbox.pending.pop_front() {
                 self.handle(py, &m);
                 continue;
@@ -349,9 +374,35 @@ impl Worker {
         match req.kind() {
             Err(e) => {
                 tracing::warn!("dropping request frame of connection {}: {e}", req.conn_id);
+                if req.headers.get_one(protocol::UPLOAD_DONE_HEADER).is_some() {
+                    // upload-start and upload-done name different files: refuse it rather
+                    // than leave the client waiting.
+                    let refused = crate::upload::UploadError::Refused {
+                        path: String::from_utf8_lossy(
+                            req.headers
+                                .get_one(protocol::UPLOAD_DONE_HEADER)
+                                .unwrap_or_default(),
+                        )
+                        .into_owned(),
+                        reason: "x-mongrel2-upload-start and x-mongrel2-upload-done differ".into(),
+                    };
+                    self.app.send_raw_and_close(
+                        py,
+                        req.sender,
+                        req.conn_id,
+                        &refused.http_response(),
+                    );
+                }
             }
             Ok(Kind::Disconnect) => {
                 tracing::debug!("client {} disconnected", req.conn_id);
+                // A client that left mid-upload: its spooled file goes (Mongrel2 deletes it
+                // too; this covers servers that don't).
+                if let Some(frame_path) = self.pending_uploads.disconnected(req.conn_id)
+                    && let Ok(path) = self.uploads.resolve(&frame_path)
+                {
+                    self.uploads.finish(&path);
+                }
             }
             Ok(Kind::SocketJson) | Ok(Kind::SocketXml) => {
                 tracing::debug!(
@@ -360,14 +411,27 @@ impl Worker {
                     String::from_utf8_lossy(req.path)
                 );
             }
-            Ok(Kind::UploadStart { .. }) => {
+            Ok(Kind::UploadStart { path }) => {
                 let cl = req.headers.get_one(b"content-length");
-                if let Err(denied) = self.uploads.admit(cl) {
-                    tracing::warn!("upload of connection {} denied: {denied}", req.conn_id);
+                let denied = match self.uploads.admit(cl) {
+                    Err(denied) => {
+                        tracing::warn!("upload of connection {} denied: {denied}", req.conn_id);
+                        true
+                    }
+                    Ok(()) => {
+                        let flat = filters::flat_headers(&req);
+                        !self.app.admit_upload(py, &RequestInfo::of(&req, &flat))
+                    }
+                };
+                if denied {
                     self.app.send_close(py, req.sender, req.conn_id);
+                } else {
+                    self.pending_uploads.started(req.conn_id, path);
+                    self.uploads.learn(path);
                 }
             }
             Ok(Kind::UploadDone { path }) => {
+                self.pending_uploads.done(req.conn_id);
                 let path = path.to_vec();
                 match self.uploads.open(&path) {
                     Ok(upload) => {
