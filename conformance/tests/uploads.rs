@@ -296,3 +296,31 @@ fn an_upload_done_whose_headers_disagree_is_refused_with_400() {
     assert!(resp.closed);
     assert!(s.calls().get("/upload").is_none());
 }
+
+#[test]
+fn a_chunked_upload_is_sized_by_its_file_and_checked_against_the_limit() {
+    let mut s = Setup::start(|cfg| cfg["max_upload_size"] = json!(5000));
+    let digest = s.spool("/tmp/upload.chunk1", 3000);
+    let done = |path: &str| {
+        TestRequest::get("/upload")
+            .method("POST")
+            .header("transfer-encoding", "chunked")
+            .header("x-mongrel2-upload-start", path)
+            .header("x-mongrel2-upload-done", path)
+    };
+    let id = s.gw.next_conn();
+    s.gw.send_frame(&done("/tmp/upload.chunk1").encode(id));
+    let resp = s.gw.read_response(id, false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let body = resp.json();
+    assert_eq!(body["sha256"], json!(digest));
+    assert_eq!(body["content_length"], json!("3000"));
+    // No Content-Length to deny at upload-start: the file's size is checked at upload-done.
+    s.spool("/tmp/upload.chunk2", 6000);
+    let id = s.gw.next_conn();
+    s.gw.send_frame(&done("/tmp/upload.chunk2").encode(id));
+    let resp = s.gw.read_response(id, false);
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert!(!s.host("/tmp/upload.chunk2").exists());
+    assert!(s.calls()["/upload"] == json!(1));
+}
