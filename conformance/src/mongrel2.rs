@@ -206,6 +206,45 @@ impl Client {
         }
     }
 
+    /// Waits (up to `timeout`) until the server has read every byte written so far: the
+    /// client's send queue is acknowledged and the server socket's receive queue is empty
+    /// (both read from `/proc/net/tcp`). A later write then reaches the server in a later read,
+    /// whatever the machine's load. Returns false on timeout; true at once when the server
+    /// side is gone (closed).
+    pub fn wait_consumed(&self, timeout: Duration) -> bool {
+        let (Ok(me), Ok(peer)) = (self.stream.local_addr(), self.stream.peer_addr()) else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match tcp_queues(me, peer) {
+                None => return true,
+                Some((0, 0)) => return true,
+                Some(_) if Instant::now() >= deadline => return false,
+                Some(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    /// Closes the connection and waits (up to `timeout`) until the server has closed its end
+    /// too (its socket is no longer ESTABLISHED or CLOSE_WAIT in `/proc/net/tcp`), so what the
+    /// server does on a close (a disconnect frame) has started. Returns false on timeout.
+    pub fn close_and_wait(self, timeout: Duration) -> bool {
+        let addrs = (self.stream.local_addr(), self.stream.peer_addr());
+        drop(self);
+        let (Ok(me), Ok(peer)) = addrs else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        while server_state(me, peer).is_some_and(|st| st == 0x01 || st == 0x08) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
     fn read_some(&mut self, deadline: Instant) {
         let left = deadline
             .saturating_duration_since(Instant::now())
@@ -225,8 +264,88 @@ impl Client {
     }
 }
 
+/// TCP state (`/proc/net/tcp` `st`) of the server's end of `client` -> `server`, if listed.
+fn server_state(client: SocketAddr, server: SocketAddr) -> Option<u8> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (c, s) = (proc_key(client)?, proc_key(server)?);
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) == Some(&s.as_str()) && f.get(2) == Some(&c.as_str()) {
+            u8::from_str_radix(f.get(3)?, 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// An IPv4 address as `/proc/net/tcp` writes it.
+fn proc_key(a: SocketAddr) -> Option<String> {
+    let SocketAddr::V4(a) = a else { return None };
+    Some(format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(a.ip().octets()),
+        a.port()
+    ))
+}
+
+/// `(client send queue, server receive queue)` of the IPv4 connection `client` -> `server`,
+/// from `/proc/net/tcp`; None when the server's end of it is gone.
+fn tcp_queues(client: SocketAddr, server: SocketAddr) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (c, s) = (proc_key(client)?, proc_key(server)?);
+    let mut tx = None;
+    let mut rx = None;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some(queues)) = (f.get(1), f.get(2), f.get(4)) else {
+            continue;
+        };
+        let Some((t, r)) = queues.split_once(':') else {
+            continue;
+        };
+        let (Ok(t), Ok(r)) = (u64::from_str_radix(t, 16), u64::from_str_radix(r, 16)) else {
+            continue;
+        };
+        if *local == c && *remote == s {
+            tx = Some(t);
+        } else if *local == s && *remote == c {
+            rx = Some(r);
+        }
+    }
+    Some((tx.unwrap_or(0), rx?))
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; for servers that need a number).
+///
+/// Picked at random below the kernel's ephemeral range (32768-60999), never twice in one
+/// process: a port the kernel hands out for `bind(0)` or an outgoing connection (other tests
+/// run in parallel) cannot take it between this check and the server's own bind.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos ^ (u64::from(std::process::id()) << 32);
+    for _ in 0..500 {
+        // splitmix64
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15 ^ COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let port = 20_000 + (z % 12_000) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
