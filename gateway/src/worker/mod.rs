@@ -4,6 +4,7 @@
 //! Stops gracefully on SIGTERM/SIGINT or after `max_requests`: the PULL socket is closed first
 //! (after taking in what it already holds), then every request already received is served.
 
+mod handoff;
 mod signals;
 
 use std::collections::VecDeque;
@@ -33,6 +34,10 @@ const DRAIN_QUIET: Duration = Duration::from_millis(20);
 
 /// ...or for at most this long.
 const DRAIN_MAX: Duration = Duration::from_millis(250);
+
+/// Longest a leaving worker waits for Mongrel2 to close the request connections it
+/// half-closed (it normally takes a millisecond).
+const HANDOFF_MAX: Duration = Duration::from_secs(2);
 
 /// How long the PUB socket may take to flush replies when the worker exits.
 const LINGER_MS: i32 = 5000;
@@ -84,6 +89,10 @@ fn load_or_exit(py: Python<'_>, cfg: &WorkerConfig) -> Py<PyAny> {
 struct Inbox {
     pull: Option<zmq::Socket>,
     pending: VecDeque<zmq::Message>,
+    /// For the monitor socket of the hand-off.
+    ctx: zmq::Context,
+    /// The `--recv` endpoints' addresses (TCP ones), to find their connections.
+    peers: Vec<std::net::SocketAddr>,
 }
 
 impl Inbox {
@@ -126,35 +135,116 @@ impl Inbox {
         gone
     }
 
-    /// Stops the flow: takes in what the PULL socket holds (until it has been quiet for
-    /// `DRAIN_QUIET`, at most `DRAIN_MAX`, so frames Mongrel2 is still routing here arrive),
-    /// then closes it.
+    /// Stops the flow, then closes the PULL socket: see [`handoff`]. The request connections
+    /// are half-closed and read until Mongrel2 closed them (nothing can be on its way after
+    /// that); where no connection is found (not TCP, not connected), frames are taken in until
+    /// the socket has been quiet for `DRAIN_QUIET` (at most `DRAIN_MAX`).
     fn close(&mut self) {
-        if let Some(pull) = self.pull.take() {
-            let start = Instant::now();
-            loop {
-                let mut msg = zmq::Message::new();
-                if pull.recv(&mut msg, zmq::DONTWAIT).is_ok() {
-                    self.pending.push_back(msg);
-                    continue;
-                }
-                if start.elapsed() >= DRAIN_MAX {
-                    break;
-                }
-                let mut items = [pull.as_poll_item(zmq::POLLIN)];
-                match zmq::poll(&mut items, DRAIN_QUIET.as_millis() as i64) {
-                    Ok(0) => break,
-                    Ok(_) | Err(zmq::Error::EINTR) => {}
-                    Err(_) => break,
-                }
+        let Some(pull) = self.pull.take() else {
+            return;
+        };
+        if !self.hand_off(&pull) {
+            self.drain_until_quiet(&pull);
+        }
+        self.take_queued(&pull);
+        let _ = pull.set_linger(0);
+        drop(pull);
+        tracing::info!(
+            "stopped taking requests; {} already received will be served",
+            self.pending.len()
+        );
+    }
+
+    /// Takes in every frame the PULL socket holds right now.
+    fn take_queued(&mut self, pull: &zmq::Socket) {
+        loop {
+            let mut msg = zmq::Message::new();
+            if pull.recv(&mut msg, zmq::DONTWAIT).is_err() {
+                return;
             }
-            let _ = pull.set_linger(0);
-            drop(pull);
+            self.pending.push_back(msg);
+        }
+    }
+
+    fn drain_until_quiet(&mut self, pull: &zmq::Socket) {
+        let start = Instant::now();
+        loop {
+            self.take_queued(pull);
+            if start.elapsed() >= DRAIN_MAX {
+                break;
+            }
+            let mut items = [pull.as_poll_item(zmq::POLLIN)];
+            match zmq::poll(&mut items, DRAIN_QUIET.as_millis() as i64) {
+                Ok(0) => break,
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Half-closes the request connections and takes in frames until each was closed by
+    /// Mongrel2. False when there was no connection to hand off (or no monitor).
+    fn hand_off(&mut self, pull: &zmq::Socket) -> bool {
+        let fds = handoff::connections_to(&self.peers);
+        if fds.is_empty() {
+            return false;
+        }
+        let disconnected = zmq::SocketEvent::DISCONNECTED as i32;
+        let endpoint = format!("inproc://wsgid-pull-monitor-{}", std::process::id());
+        let monitor = match pull
+            .monitor(&endpoint, disconnected)
+            .and_then(|()| self.ctx.socket(zmq::PAIR))
+            .and_then(|m| m.connect(&endpoint).map(|()| m))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("cannot monitor the request socket: {e}");
+                return false;
+            }
+        };
+        let _ = monitor.set_linger(0);
+        let n = fds.iter().filter(|&&fd| handoff::half_close(fd)).count();
+        let start = Instant::now();
+        let deadline = start + HANDOFF_MAX;
+        let mut gone = 0;
+        let mut first_frame = true;
+        while gone < n {
+            self.take_queued(pull);
+            while let Ok(frame) = monitor.recv_bytes(zmq::DONTWAIT) {
+                if first_frame
+                    && frame.len() >= 2
+                    && i32::from(u16::from_le_bytes([frame[0], frame[1]])) == disconnected
+                {
+                    gone += 1;
+                }
+                first_frame = !monitor.get_rcvmore().unwrap_or(false);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if gone >= n || left.is_zero() {
+                break;
+            }
+            let mut items = [
+                pull.as_poll_item(zmq::POLLIN),
+                monitor.as_poll_item(zmq::POLLIN),
+            ];
+            let ms = left.min(Duration::from_millis(100)).as_millis() as i64;
+            match zmq::poll(&mut items, ms) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        if gone >= n {
             tracing::info!(
-                "stopped taking requests; {} already received will be served",
-                self.pending.len()
+                "request flow handed off: Mongrel2 closed {n} half-closed connection(s) in {:?}",
+                start.elapsed()
+            );
+        } else {
+            tracing::warn!(
+                "Mongrel2 closed {gone} of {n} request connection(s) within {HANDOFF_MAX:?}; \
+                 frames still on their way may be lost"
             );
         }
+        true
     }
 }
 
@@ -228,6 +318,8 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
         inbox: Inbox {
             pull: Some(pull),
             pending: VecDeque::new(),
+            ctx: ctx.clone(),
+            peers: handoff::tcp_peers(&cfg.recv),
         },
         sweeper: Sweeper::new(&uploads),
         uploads,
