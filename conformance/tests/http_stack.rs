@@ -1,0 +1,403 @@
+//! The whole stack over real HTTP: a raw HTTP/1.1 client (std `TcpStream`) talks to
+//! fake-mongrel2 (in-process, ephemeral ports), which hands the requests to a real `wsgid`
+//! worker connected to its send/recv endpoints. The app and filters are fixtures/filters
+//! (the same app the filter, upload and disconnect suites drive over ZeroMQ).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conformance::gateway::base_config;
+use fake_mongrel2::{Direction, FakeMongrel2, Settings};
+use protocol::{Kind, parse_request};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// How long a test waits for anything (Python start on a loaded machine included).
+const T: Duration = Duration::from_secs(30);
+
+/// A real `wsgid` worker process; Drop kills it.
+struct Worker {
+    child: Child,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// Starts a worker serving fixtures/filters connected to `recv` (requests) and `send`
+    /// (replies), with `tweak` applied to its configuration.
+    fn start(recv: &str, send: &str, tweak: impl FnOnce(&mut Value)) -> Worker {
+        let mut cfg = base_config(
+            &conformance::fixtures_dir().join("filters"),
+            Some("filters_app:application"),
+        );
+        cfg["recv"] = json!([recv]);
+        cfg["send"] = json!([send]);
+        tweak(&mut cfg);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("wsgid.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(conformance::bin_path("wsgid"))
+            .env("WSGID_WORKER_CONFIG", cfg.to_string())
+            .env("WSGID_BENCH_ROLE", "worker")
+            .env("WSGID_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn wsgid");
+        Worker {
+            child,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// fake-mongrel2 plus one worker connected to it.
+struct Stack {
+    m2: FakeMongrel2,
+    worker: Worker,
+}
+
+impl Stack {
+    fn start(tweak_m2: impl FnOnce(&mut Settings), tweak_worker: impl FnOnce(&mut Value)) -> Self {
+        let mut s = Settings::default();
+        tweak_m2(&mut s);
+        let m2 = FakeMongrel2::start(s).expect("fake-mongrel2 starts");
+        let worker = Worker::start(m2.send_endpoint(0), m2.recv_endpoint(0), tweak_worker);
+        Stack { m2, worker }
+    }
+}
+
+/// A response as read off the socket.
+#[derive(Debug)]
+struct Response {
+    /// Every byte of the response (head and body as sent).
+    raw: Vec<u8>,
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// De-chunks `data`; the body once the last chunk is there.
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let eol = find(data, b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return data.starts_with(b"\r\n").then_some(body);
+        }
+        if data.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Parses `raw` as one complete response (None while incomplete).
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let end = find(raw, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            Some((n.to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let rest = &raw[end + 4..];
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let body = if let Some(cl) = get("content-length") {
+        let n: usize = cl.parse().ok()?;
+        if rest.len() < n {
+            return None;
+        }
+        rest[..n].to_vec()
+    } else if get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        dechunk(rest)?
+    } else {
+        return None;
+    };
+    Some(Response {
+        raw: raw.to_vec(),
+        status,
+        headers,
+        body,
+    })
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads from `s` until `done(received)` holds; panics after `T` with what came.
+fn read_until(
+    s: &mut TcpStream,
+    what: &str,
+    log: impl Fn() -> String,
+    mut done: impl FnMut(&[u8]) -> bool,
+) -> Vec<u8> {
+    let deadline = Instant::now() + T;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while !done(&got) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no {what} within {T:?}; got {:?}; worker log:\n{}",
+            String::from_utf8_lossy(&got),
+            log()
+        );
+        s.set_read_timeout(Some(left.min(Duration::from_millis(500))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => panic!(
+                "connection closed before {what}; got {:?}; worker log:\n{}",
+                String::from_utf8_lossy(&got),
+                log()
+            ),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading {what}: {e}"),
+        }
+    }
+    got
+}
+
+/// Sends `request` on a fresh connection and reads one whole response.
+fn exchange(stack: &Stack, request: &[u8]) -> Response {
+    let mut s = connect(stack.m2.http_addr());
+    s.write_all(request).expect("sending the request");
+    let raw = read_until(
+        &mut s,
+        "complete response",
+        || stack.worker.log(),
+        |got| parse_response(got).is_some(),
+    );
+    parse_response(&raw).expect("complete")
+}
+
+fn get(stack: &Stack, path: &str) -> Response {
+    exchange(
+        stack,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Polls `cond` until it holds or `T` passed.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {T:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn filters_over_http_change_the_environ_and_add_a_response_header() {
+    let stack = Stack::start(
+        |_| {},
+        |cfg| cfg["filters"] = json!(["testfilters:PreSets", "testfilters:TraceA"]),
+    );
+    let resp = get(&stack, "/environ");
+    assert_eq!(
+        resp.status,
+        200,
+        "{}; log:\n{}",
+        String::from_utf8_lossy(&resp.raw),
+        stack.worker.log()
+    );
+    let env = resp.json();
+    // The pre filter's change reached the app.
+    assert_eq!(env["HTTP_X_FILTERED"], "yes", "{env}");
+    assert_eq!(env["filter.trace"], "pre", "{env}");
+    // The wsgid 0.7 plugin saw the connection id the fake gave (ids from 1).
+    assert_eq!(env["wsgid07.client_id"], "1", "{env}");
+    // The post filter's header is in the bytes the client read.
+    assert!(
+        find(&resp.raw, b"\r\nX-Trace: a\r\n").is_some(),
+        "no X-Trace header in {:?}",
+        String::from_utf8_lossy(&resp.raw)
+    );
+    assert_eq!(
+        resp.header("X-Wsgid07-Worker"),
+        Some(stack.worker.child.id().to_string().as_str())
+    );
+}
+
+/// Pseudo-random bytes (xorshift), the same for every run.
+fn payload(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Upload files left in `dir`.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("upload."))
+        .collect()
+}
+
+#[test]
+fn a_5_mib_upload_over_http_takes_the_upload_path_and_leaves_no_file() {
+    let chroot = tempfile::tempdir().unwrap();
+    let tmp = chroot.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stack = Stack::start(
+        |s| {
+            s.content_length_limit = 65536;
+            s.chroot = Some(chroot.path().to_path_buf());
+            s.upload_temp_store = Some("/tmp/upload.XXXXXX".into());
+        },
+        |cfg| {
+            cfg["mongrel2_chroot"] = json!(chroot.path());
+            cfg["upload_temp_store"] = json!("/tmp/upload.XXXXXX");
+        },
+    );
+    let frames = stack.m2.subscribe();
+    let body = payload(5 * 1024 * 1024);
+    let digest = hex(&Sha256::digest(&body));
+    let mut request = format!(
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let resp = exchange(&stack, &request);
+    assert_eq!(
+        resp.status,
+        200,
+        "{}; log:\n{}",
+        String::from_utf8_lossy(&resp.raw),
+        stack.worker.log()
+    );
+    let got = resp.json();
+    assert_eq!(got["sha256"], json!(digest), "{got}");
+    assert_eq!(got["bytes"], json!(body.len()), "{got}");
+    // It went through the upload path: an upload-start and an upload-done frame reached wsgid.
+    let (mut starts, mut done_paths) = (Vec::new(), Vec::new());
+    while let Ok(ev) = frames.try_recv() {
+        if ev.direction != Direction::ToHandler {
+            continue;
+        }
+        let req = parse_request(&ev.frame).expect("a well-formed request frame");
+        match req.kind() {
+            Ok(Kind::UploadStart { path }) => starts.push(path.to_vec()),
+            Ok(Kind::UploadDone { path }) => done_paths.push(path.to_vec()),
+            _ => {}
+        }
+    }
+    assert_eq!(starts.len(), 1, "one upload-start frame");
+    assert_eq!(
+        done_paths, starts,
+        "one upload-done frame for the same file"
+    );
+    let spooled = conformance::mongrel2::host_path(chroot.path(), &starts[0]);
+    assert_eq!(
+        spooled.parent(),
+        Some(tmp.as_path()),
+        "{}",
+        spooled.display()
+    );
+    wait_for("the temp file's removal", || leftovers(&tmp).is_empty());
+}
+
+#[test]
+fn a_client_leaving_a_slow_stream_closes_the_iterable_and_the_next_request_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("closed");
+    let stack = Stack::start(|_| {}, |_| {});
+    let mut s = connect(stack.m2.http_addr());
+    // 2000 chunks, 50 ms apart: 100 s if nothing stops it.
+    let req = format!(
+        "GET /stream?n=2000&delay=0.05&closed={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        closed.display()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    read_until(
+        &mut s,
+        "the first chunk",
+        || stack.worker.log(),
+        |got| find(got, b"chunk 0\n").is_some(),
+    );
+    drop(s);
+    wait_for("the iterable's close()", || closed.exists());
+    let resp = get(&stack, "/hello");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+    assert!(
+        stack.worker.log().contains("disconnected"),
+        "{}",
+        stack.worker.log()
+    );
+}
