@@ -401,3 +401,104 @@ fn a_client_leaving_a_slow_stream_closes_the_iterable_and_the_next_request_is_se
         stack.worker.log()
     );
 }
+
+/// Receives one metrics event within `wait` (None when none came).
+fn recv_event(sub: &zmq::Socket, wait: Duration) -> Option<Value> {
+    let mut items = [sub.as_poll_item(zmq::POLLIN)];
+    zmq::poll(&mut items, wait.as_millis() as i64).expect("poll");
+    if !items[0].is_readable() {
+        return None;
+    }
+    let frame = sub.recv_bytes(0).expect("recv");
+    Some(serde_json::from_slice(&frame).unwrap_or_else(|e| {
+        panic!(
+            "a metrics event is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&frame)
+        )
+    }))
+}
+
+#[test]
+fn n_requests_over_http_give_n_pre_and_n_post_metrics_events() {
+    const N: usize = 20;
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).expect("SUB socket");
+    sub.set_linger(0).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.bind("tcp://127.0.0.1:*").expect("bind SUB");
+    let endpoint = sub.get_last_endpoint().unwrap().unwrap();
+    let stack = Stack::start(
+        |_| {},
+        |cfg| {
+            cfg["filters"] = json!(["metrics"]);
+            cfg["metrics_endpoint"] = json!(endpoint);
+        },
+    );
+    // Warm-up until the collector side gets events (the subscription has reached the
+    // worker); the warm-up's own events are told apart by their URI.
+    let deadline = Instant::now() + T;
+    loop {
+        assert_eq!(get(&stack, "/hello").status, 200);
+        if recv_event(&sub, Duration::from_millis(200)).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics event within {T:?}; log:\n{}",
+            stack.worker.log()
+        );
+    }
+    let mut sent = Vec::new();
+    for i in 0..N {
+        let uri = format!("/status?code=201&i={i}");
+        let resp = exchange(
+            &stack,
+            format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: http-stack/{i}\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(resp.status, 201);
+        sent.push((uri, resp.raw.len()));
+    }
+    let (mut pre, mut post) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + T;
+    while pre.len() < N || post.len() < N {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{} pre and {} post events of {N} requests within {T:?}",
+            pre.len(),
+            post.len()
+        );
+        let Some(ev) = recv_event(&sub, left.min(Duration::from_millis(500))) else {
+            continue;
+        };
+        if !ev["uri"].as_str().is_some_and(|u| u.contains("&i=")) {
+            continue;
+        }
+        match ev["event"].as_str() {
+            Some("pre") => pre.push(ev),
+            Some("post") => post.push(ev),
+            other => panic!("unknown event kind {other:?}: {ev}"),
+        }
+    }
+    assert_eq!((pre.len(), post.len()), (N, N));
+    for (i, (uri, bytes)) in sent.iter().enumerate() {
+        let p = pre
+            .iter()
+            .find(|e| e["uri"] == json!(uri))
+            .unwrap_or_else(|| panic!("no pre event for {uri}: {pre:?}"));
+        assert_eq!(p["method"], "GET", "{p}");
+        assert_eq!(p["user_agent"], json!(format!("http-stack/{i}")), "{p}");
+        let q = post
+            .iter()
+            .find(|e| e["uri"] == json!(uri))
+            .unwrap_or_else(|| panic!("no post event for {uri}: {post:?}"));
+        assert_eq!(q["conn_id"], p["conn_id"], "{p} {q}");
+        assert_eq!(q["status"], 201, "{q}");
+        assert_eq!(
+            q["bytes"],
+            json!(bytes),
+            "response bytes the client read; {q}"
+        );
+    }
+}
