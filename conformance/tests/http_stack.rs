@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conformance::gateway::base_config;
+use conformance::mongrel2::{RealMongrel2, free_port};
 use fake_mongrel2::{Direction, FakeMongrel2, Settings};
 use protocol::{Kind, parse_request};
 use serde_json::{Value, json};
@@ -69,8 +70,12 @@ impl Drop for Worker {
 
 /// fake-mongrel2 plus one worker connected to it.
 struct Stack {
-    m2: FakeMongrel2,
+    /// Where the HTTP server listens.
+    http: SocketAddr,
+    /// Declared before the servers: killed first.
     worker: Worker,
+    fake: Option<FakeMongrel2>,
+    _real: Option<RealMongrel2>,
 }
 
 impl Stack {
@@ -79,9 +84,86 @@ impl Stack {
         tweak_m2(&mut s);
         let m2 = FakeMongrel2::start(s).expect("fake-mongrel2 starts");
         let worker = Worker::start(m2.send_endpoint(0), m2.recv_endpoint(0), tweak_worker);
-        Stack { m2, worker }
+        Stack {
+            http: m2.http_addr(),
+            worker,
+            fake: Some(m2),
+            _real: None,
+        }
+    }
+
+    /// The real Mongrel2 (`content_length` 65536, uploads to `<chroot>/tmp`) and a worker
+    /// with `--mongrel2-chroot` = its chroot; returns once a request went through.
+    fn start_real(tweak_worker: impl FnOnce(&mut Value)) -> Self {
+        assert!(
+            conformance::mongrel2::real_available(),
+            "needs the real Mongrel2: apt-get install -y mongrel2-core sqlite3"
+        );
+        let (port, send, recv) = (free_port(), free_port(), free_port());
+        let config = REAL_CONFIG
+            .replace("@PORT@", &port.to_string())
+            .replace("@SEND@", &send.to_string())
+            .replace("@RECV@", &recv.to_string());
+        let real = RealMongrel2::start(&config, REAL_UUID, port);
+        let chroot = real.chroot.clone();
+        let worker = Worker::start(
+            &format!("tcp://127.0.0.1:{send}"),
+            &format!("tcp://127.0.0.1:{recv}"),
+            |cfg| {
+                cfg["mongrel2_chroot"] = json!(chroot);
+                cfg["upload_temp_store"] = json!("/tmp/upload.XXXXXX");
+                tweak_worker(cfg);
+            },
+        );
+        let stack = Stack {
+            http: real.http_addr,
+            worker,
+            fake: None,
+            _real: Some(real),
+        };
+        wait_for("the worker's start", || {
+            stack.worker.log().contains("serving")
+        });
+        assert_eq!(get(&stack, "/hello").status, 200, "warm-up");
+        stack
     }
 }
+
+const REAL_UUID: &str = "9a8b7c6d-0000-4000-8000-00000000e7e7";
+
+/// Mongrel2 config for the real-server tests (`@CHROOT@` filled in by `RealMongrel2`).
+const REAL_CONFIG: &str = r#"
+app = Handler(
+    send_spec='tcp://127.0.0.1:@SEND@',
+    send_ident='11111111-2222-4333-8444-555555555555',
+    recv_spec='tcp://127.0.0.1:@RECV@',
+    recv_ident='',
+    protocol='json')
+
+localhost = Host(name="localhost", routes={'/': app})
+
+main = Server(
+    uuid="9a8b7c6d-0000-4000-8000-00000000e7e7",
+    name="http_stack",
+    access_log="/logs/access.log",
+    error_log="/logs/error.log",
+    chroot="@CHROOT@",
+    pid_file="/run/mongrel2.pid",
+    default_host="localhost",
+    bind_addr="127.0.0.1",
+    port=@PORT@,
+    hosts=[localhost]
+)
+
+settings = {
+    "server.daemonize": 0,
+    "limits.content_length": 65536,
+    "upload.temp_store": "/tmp/upload.XXXXXX",
+    "zeromq.threads": 1
+}
+
+servers = [main]
+"#;
 
 /// A response as read off the socket.
 #[derive(Debug)]
@@ -219,7 +301,7 @@ fn read_until(
 
 /// Sends `request` on a fresh connection and reads one whole response.
 fn exchange(stack: &Stack, request: &[u8]) -> Response {
-    let mut s = connect(stack.m2.http_addr());
+    let mut s = connect(stack.http);
     s.write_all(request).expect("sending the request");
     let raw = read_until(
         &mut s,
@@ -255,11 +337,16 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn filters_over_http_change_the_environ_and_add_a_response_header() {
-    let stack = Stack::start(
-        |_| {},
-        |cfg| cfg["filters"] = json!(["testfilters:PreSets", "testfilters:TraceA"]),
-    );
-    let resp = get(&stack, "/environ");
+    let stack = Stack::start(|_| {}, |cfg| cfg["filters"] = json!(FILTERS));
+    // The fake gives connection ids from 1.
+    check_filters(&stack, Some("1"));
+}
+
+const FILTERS: [&str; 2] = ["testfilters:PreSets", "testfilters:TraceA"];
+
+/// GET /environ: the pre filters' marks reached the app, the post filters' headers the client.
+fn check_filters(stack: &Stack, client_id: Option<&str>) {
+    let resp = get(stack, "/environ");
     assert_eq!(
         resp.status,
         200,
@@ -271,8 +358,12 @@ fn filters_over_http_change_the_environ_and_add_a_response_header() {
     // The pre filter's change reached the app.
     assert_eq!(env["HTTP_X_FILTERED"], "yes", "{env}");
     assert_eq!(env["filter.trace"], "pre", "{env}");
-    // The wsgid 0.7 plugin saw the connection id the fake gave (ids from 1).
-    assert_eq!(env["wsgid07.client_id"], "1", "{env}");
+    // The wsgid 0.7 plugin (fixtures/filters/plugins) saw the connection id.
+    let id = env["wsgid07.client_id"].as_str().unwrap_or_default();
+    assert!(id.parse::<u64>().is_ok(), "{env}");
+    if let Some(want) = client_id {
+        assert_eq!(id, want, "{env}");
+    }
     // The post filter's header is in the bytes the client read.
     assert!(
         find(&resp.raw, b"\r\nX-Trace: a\r\n").is_some(),
@@ -325,26 +416,8 @@ fn a_5_mib_upload_over_http_takes_the_upload_path_and_leaves_no_file() {
             cfg["upload_temp_store"] = json!("/tmp/upload.XXXXXX");
         },
     );
-    let frames = stack.m2.subscribe();
-    let body = payload(5 * 1024 * 1024);
-    let digest = hex(&Sha256::digest(&body));
-    let mut request = format!(
-        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&body);
-    let resp = exchange(&stack, &request);
-    assert_eq!(
-        resp.status,
-        200,
-        "{}; log:\n{}",
-        String::from_utf8_lossy(&resp.raw),
-        stack.worker.log()
-    );
-    let got = resp.json();
-    assert_eq!(got["sha256"], json!(digest), "{got}");
-    assert_eq!(got["bytes"], json!(body.len()), "{got}");
+    let frames = stack.fake.as_ref().expect("fake").subscribe();
+    upload_5_mib(&stack, false);
     // It went through the upload path: an upload-start and an upload-done frame reached wsgid.
     let (mut starts, mut done_paths) = (Vec::new(), Vec::new());
     while let Ok(ev) = frames.try_recv() {
@@ -378,7 +451,7 @@ fn a_client_leaving_a_slow_stream_closes_the_iterable_and_the_next_request_is_se
     let dir = tempfile::tempdir().unwrap();
     let closed = dir.path().join("closed");
     let stack = Stack::start(|_| {}, |_| {});
-    let mut s = connect(stack.m2.http_addr());
+    let mut s = connect(stack.http);
     // 2000 chunks, 50 ms apart: 100 s if nothing stops it.
     let req = format!(
         "GET /stream?n=2000&delay=0.05&closed={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
@@ -501,4 +574,59 @@ fn n_requests_over_http_give_n_pre_and_n_post_metrics_events() {
             "response bytes the client read; {q}"
         );
     }
+}
+
+/// POSTs 5 MiB to /upload (headers and body in one write, or the body only after the server
+/// read the headers) and checks the sha256 the app computed from `wsgi.input`.
+fn upload_5_mib(stack: &Stack, headers_first: bool) {
+    let body = payload(5 * 1024 * 1024);
+    let digest = hex(&Sha256::digest(&body));
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut client = conformance::mongrel2::Client::connect(stack.http);
+    if headers_first {
+        client.stream.write_all(head.as_bytes()).unwrap();
+        assert!(
+            client.wait_consumed(T),
+            "the server did not read the headers"
+        );
+        client.stream.write_all(&body).unwrap();
+    } else {
+        let mut request = head.into_bytes();
+        request.extend_from_slice(&body);
+        client.stream.write_all(&request).unwrap();
+    }
+    let raw = read_until(
+        &mut client.stream,
+        "the upload's response",
+        || stack.worker.log(),
+        |got| parse_response(got).is_some(),
+    );
+    let resp = parse_response(&raw).expect("complete");
+    assert_eq!(
+        resp.status,
+        200,
+        "{}; log:\n{}",
+        String::from_utf8_lossy(&resp.raw),
+        stack.worker.log()
+    );
+    let got = resp.json();
+    assert_eq!(got["sha256"], json!(digest), "{got}");
+    assert_eq!(got["bytes"], json!(body.len()), "{got}");
+}
+
+#[test]
+fn through_the_real_mongrel2_filters_change_the_environ_and_add_a_response_header() {
+    let stack = Stack::start_real(|cfg| cfg["filters"] = json!(FILTERS));
+    check_filters(&stack, None);
+}
+
+#[test]
+fn through_the_real_mongrel2_a_5_mib_upload_is_served_from_its_file_and_deleted() {
+    let stack = Stack::start_real(|_| {});
+    let tmp = stack._real.as_ref().expect("real").chroot.join("tmp");
+    upload_5_mib(&stack, true);
+    wait_for("the temp file's removal", || leftovers(&tmp).is_empty());
 }
