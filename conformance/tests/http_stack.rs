@@ -124,8 +124,42 @@ impl Stack {
         wait_for("the worker's start", || {
             stack.worker.log().contains("serving")
         });
-        assert_eq!(get(&stack, "/hello").status, 200, "warm-up");
+        stack.warm_up();
         stack
+    }
+}
+
+impl Stack {
+    /// GET /hello until one is answered 200 (a request Mongrel2 took before the worker's
+    /// connection was up may be lost): each try waits 5 s, all of them `T`.
+    fn warm_up(&self) {
+        let deadline = Instant::now() + T;
+        loop {
+            let mut s = connect(self.http);
+            s.write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .expect("sending the warm-up request");
+            let try_until = (Instant::now() + Duration::from_secs(5)).min(deadline);
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while parse_response(&got).is_none() && Instant::now() < try_until {
+                s.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+            }
+            if parse_response(&got).is_some_and(|r| r.status == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warm-up: no 200 for GET /hello within {T:?} (last try got {:?}); log:\n{}",
+                String::from_utf8_lossy(&got),
+                self.worker.log()
+            );
+        }
     }
 }
 
