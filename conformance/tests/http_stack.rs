@@ -2,6 +2,9 @@
 //! fake-mongrel2 (in-process, ephemeral ports), which hands the requests to a real `wsgid`
 //! worker connected to its send/recv endpoints. The app and filters are fixtures/filters
 //! (the same app the filter, upload and disconnect suites drive over ZeroMQ).
+//!
+//! The filter and upload tests also run once through the real Mongrel2 1.12 (`mongrel2-core`,
+//! as root: it chroots), with wsgid's `--mongrel2-chroot` = the server's chroot.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
