@@ -477,16 +477,21 @@ impl Filters {
         true
     }
 
-    /// The response has been sent (`status`, `bytes` of head and body): publish the metrics
-    /// `post` event.
-    pub fn finish(&mut self, ctx: RequestCtx, status: u16, bytes: u64) {
+    /// The response has been sent (`status`, `bytes` of head and body, its last frame at
+    /// `finished_us`, 0 when none was sent): publish the metrics `post` event. The response
+    /// time ends with the last frame, not with the work after it (the iterable's close()).
+    pub fn finish(&mut self, ctx: RequestCtx, status: u16, bytes: u64, finished_us: u64) {
         if let Some(metrics) = self.metrics.as_mut() {
             metrics.post(
                 ctx.seq,
                 &PostEvent {
                     conn_id: ctx.conn_id,
                     start_us: ctx.start_us,
-                    ts_us: crate::metrics::now_us(),
+                    ts_us: if finished_us >= ctx.start_us {
+                        finished_us
+                    } else {
+                        crate::metrics::now_us()
+                    },
                     uri: &self.uri,
                     status,
                     bytes,

@@ -494,7 +494,7 @@ fn the_metrics_filter_publishes_pre_and_post_events() {
         // Slow joiner: run requests until events flow, then check one request's pair.
         loop {
             let ctx = chain.begin(py, &request());
-            chain.finish(ctx, 200, 10);
+            chain.finish(ctx, 200, 10, 0);
             if sub.recv_bytes(0).is_ok() {
                 break;
             }
@@ -503,7 +503,7 @@ fn the_metrics_filter_publishes_pre_and_post_events() {
         while sub.recv_bytes(0).is_ok() {}
         sub.set_rcvtimeo(5000).unwrap();
         let ctx = chain.begin(py, &request());
-        chain.finish(ctx, 404, 77);
+        chain.finish(ctx, 404, 77, 0);
         let pre = Event::parse(&sub.recv_bytes(0).unwrap()).unwrap();
         let post = Event::parse(&sub.recv_bytes(0).unwrap()).unwrap();
         match (pre, post) {

@@ -184,7 +184,8 @@ impl WsgiApp {
         };
         let sent = self.responder.borrow(py).sent();
         if let Some(ctx) = fctx {
-            self.filters.finish(ctx, sent.status, sent.bytes);
+            self.filters
+                .finish(ctx, sent.status, sent.bytes, sent.finished_us);
         }
         (outcome, sent, facts)
     }

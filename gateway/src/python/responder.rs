@@ -80,6 +80,8 @@ pub struct Responder {
     close_after: bool,
     truncated: bool,
     bytes_out: u64,
+    /// When the last reply frame of this request went to ZeroMQ (µs since the epoch; 0: none).
+    last_frame_us: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -105,6 +107,8 @@ pub struct Sent {
     pub status: u16,
     /// Payload bytes sent to the client (head and body).
     pub bytes: u64,
+    /// When the last reply frame went to ZeroMQ, in µs since the epoch (0: nothing was sent).
+    pub finished_us: u64,
 }
 
 impl Responder {
@@ -136,6 +140,7 @@ impl Responder {
                 close_after: false,
                 truncated: false,
                 bytes_out: 0,
+                last_frame_us: 0,
             },
         )?;
         let write = r.bind(py).getattr("write")?.unbind();
@@ -168,6 +173,7 @@ impl Responder {
         self.close_after = false;
         self.truncated = false;
         self.bytes_out = 0;
+        self.last_frame_us = 0;
     }
 
     fn reset_start(&mut self) {
@@ -236,6 +242,7 @@ impl Responder {
         Sent {
             status: self.code,
             bytes: self.bytes_out,
+            finished_us: self.last_frame_us,
         }
     }
 
@@ -251,6 +258,8 @@ impl Responder {
             tracing::error!("a reply frame after the reply socket was closed is dropped");
             return;
         };
+        // Taken before the send, so it never comes after the client has the frame.
+        self.last_frame_us = crate::metrics::now_us();
         let result = if self.frame.len() >= ZERO_COPY_MIN {
             let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(16 * 1024));
             socket.send(frame, 0)
