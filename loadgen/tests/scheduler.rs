@@ -3,46 +3,15 @@
 //! server (coordinated omission must not hide it), and a server that closes after every
 //! response without saying so.
 
+mod common;
+
+use common::{echo_server, loadgen};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Kills the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn loadgen() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-}
-
-/// Start `loadgen echo-server` on an ephemeral port; returns the guard and the base URL.
-fn echo_server(extra: &[&str]) -> (Guard, String) {
-    let mut child = loadgen()
-        .args(["echo-server", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen echo-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Guard(child), url)
-}
 
 /// Run loadgen to completion with `--json`; returns the parsed report.
 fn run_json(args: &[&str]) -> Value {

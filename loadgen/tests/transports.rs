@@ -2,24 +2,13 @@
 //! the echo handler (with and without the zero-length close after each response), a weighted
 //! scenario with a streamed 1 MiB upload, and HTTP/1.0.
 
+mod common;
+
+use common::{Guard, echo_server, loadgen};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// Kills the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn loadgen() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-}
 
 fn wait_report(mut child: Guard, json: &std::path::Path) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -121,27 +110,9 @@ fn zmq_mode_full_parse_tnetstring_and_closed_loop() {
     assert_eq!(r["mode"], "closed");
 }
 
-fn echo_server() -> (Guard, String) {
-    let mut child = loadgen()
-        .args(["echo-server", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn echo-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("address line")
-        .to_string();
-    (Guard(child), url)
-}
-
 #[test]
 fn scenario_mix_with_a_streamed_upload_over_http() {
-    let (_server, url) = echo_server();
+    let (_server, url) = echo_server(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("r.json");
     let scenario = concat!(
@@ -185,7 +156,7 @@ fn scenario_mix_with_a_streamed_upload_over_http() {
 
 #[test]
 fn http10_gets_a_fresh_connection_per_request() {
-    let (_server, url) = echo_server();
+    let (_server, url) = echo_server(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("r.json");
     let child = Guard(
@@ -212,7 +183,7 @@ fn http10_gets_a_fresh_connection_per_request() {
 
 #[test]
 fn csv_hdr_log_and_svg_outputs_are_written_and_readable() {
-    let (_server, url) = echo_server();
+    let (_server, url) = echo_server(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let (json, csv, hlog, svg) = (
         dir.path().join("r.json"),
