@@ -137,7 +137,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
 }
 
 /// De-chunks `data`; returns the body when the last chunk is there.
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let eol = data.windows(2).position(|w| w == b"\r\n")?;

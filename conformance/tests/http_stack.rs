@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conformance::gateway::base_config;
+use conformance::gateway::{base_config, dechunk};
 use conformance::mongrel2::{RealMongrel2, free_port};
 use fake_mongrel2::{Direction, FakeMongrel2, Settings};
 use protocol::{Kind, parse_request};
@@ -233,25 +233,6 @@ impl Response {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// De-chunks `data`; the body once the last chunk is there.
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let eol = find(data, b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return data.starts_with(b"\r\n").then_some(body);
-        }
-        if data.len() < size + 2 {
-            return None;
-        }
-        body.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 /// Parses `raw` as one complete response (None while incomplete).
