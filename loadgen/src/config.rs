@@ -1,6 +1,7 @@
 //! Command-line configuration of a run (also written into the JSON report) and parsing
 //! helpers for durations and target URLs.
 
+use crate::threshold::Threshold;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -187,6 +188,11 @@ pub struct RunConfig {
     /// Write an SVG plot of latency percentiles over time and the achieved rate.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Fail the run (exit status 99) unless EXPR holds, e.g. 'p99<50ms', 'errors<0.1%',
+    /// 'rps>=1900', 'uncorrected.p99.9<=1s' (repeatable; latency is the corrected figure unless
+    /// prefixed with uncorrected.). See docs/loadgen.md for the grammar.
+    #[arg(long = "fail-if", value_name = "EXPR", value_parser = Threshold::parse)]
+    pub fail_if: Vec<Threshold>,
     /// No live progress line and no summary on stdout.
     #[arg(short, long)]
     pub quiet: bool,

@@ -16,5 +16,11 @@ pub mod schedule;
 pub mod servers;
 pub mod stats;
 pub mod sys;
+pub mod threshold;
+pub mod timefmt;
 pub mod worker;
 pub mod zmq_mode;
+
+/// Exit status of a run whose `--fail-if` thresholds did not all hold (k6 uses the same).
+/// A run that could not be done at all exits with 1, a command-line error with 2.
+pub const EXIT_THRESHOLDS_FAILED: u8 = 99;

@@ -223,7 +223,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
     }
     let cpu = sys::process_cpu_time().saturating_sub(cpu0);
     let t0 = gate.t0();
-    let wall = std::time::Duration::from_nanos(last_completion.max(now_ns()).saturating_sub(t0));
+    let (wall_now, mono_now) = (std::time::SystemTime::now(), now_ns());
+    // t0 on the wall clock: the monotonic clock says how long ago it was.
+    let start = wall_now
+        .checked_sub(std::time::Duration::from_nanos(mono_now.saturating_sub(t0)))
+        .unwrap_or(wall_now);
+    let wall = std::time::Duration::from_nanos(last_completion.max(mono_now).saturating_sub(t0));
     // Seconds past the last one with any activity are noise from the drain.
     while timeline.len() > 1
         && timeline
@@ -237,6 +242,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         cfg,
         transport,
         target_desc,
+        start,
         timeline,
         totals,
         cpu,
