@@ -552,7 +552,7 @@ impl RunResult {
                     y - 4.0,
                     lx + 20.0
                 );
-                lx += 28.0 + 7.0 * name.len() as f64;
+                lx += 36.0 + 7.0 * name.len() as f64;
             }
         };
         const DASHED: &str = r#" stroke-dasharray="5,3""#;
