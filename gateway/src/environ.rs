@@ -154,6 +154,17 @@ pub fn header_role(name: &[u8]) -> HeaderRole {
     }
 }
 
+/// How many body bytes `wsgi.input` delivers, which is also the CONTENT_LENGTH the environ
+/// reports (`None`: no CONTENT_LENGTH). `content_length` is the length Mongrel2 used (see
+/// [`protocol::mongrel2_content_length`]), `available` what the frame or upload file holds:
+/// never more than either. Without a Content-Length header the frame's body is the body.
+pub fn input_length(content_length: Option<u64>, available: u64) -> Option<u64> {
+    match content_length {
+        Some(n) => Some(n.min(available)),
+        None => (available > 0).then_some(available),
+    }
+}
+
 /// Separator used to join duplicate values of a header (`; ` for cookie, `, ` otherwise).
 pub fn join_separator(name: &[u8]) -> &'static [u8] {
     if name == b"cookie" { b"; " } else { b", " }
@@ -246,6 +257,16 @@ mod tests {
         assert_eq!(header_role(b"content-type"), HeaderRole::ContentType);
         assert_eq!(header_role(b"content-length"), HeaderRole::ContentLength);
         assert_eq!(header_role(b"bad name"), HeaderRole::Dropped);
+    }
+
+    #[test]
+    fn input_length_never_exceeds_either_side() {
+        assert_eq!(input_length(Some(5), 10), Some(5));
+        assert_eq!(input_length(Some(10), 4), Some(4));
+        assert_eq!(input_length(Some(0), 4), Some(0));
+        assert_eq!(input_length(Some(0), 0), Some(0));
+        assert_eq!(input_length(None, 7), Some(7));
+        assert_eq!(input_length(None, 0), None);
     }
 
     #[test]

@@ -369,7 +369,9 @@ impl EnvironBuilder {
     }
 
     /// Builds the environ of `req` with `input` as `wsgi.input`. `body_len` is the
-    /// CONTENT_LENGTH to report when the client sent none (uploads of a chunked body).
+    /// CONTENT_LENGTH to report, the exact number of bytes `input` delivers (see
+    /// [`crate::environ::input_length`]); `None` leaves CONTENT_LENGTH out. The client's raw
+    /// Content-Length header (`3, 5`, `3abc`) stays in `mongrel2.headers` only.
     pub fn build<'py, 'a>(
         &mut self,
         py: Python<'py>,
@@ -391,7 +393,6 @@ impl EnvironBuilder {
             let mut query: &[u8] = b"";
             let mut host: Option<&[u8]> = None;
             let mut connection: Option<&HeaderValue<'a>> = None;
-            let mut have_cl = false;
 
             for (name, value) in req.headers.iter() {
                 let cached = self.names.get_mut(name).map(|e| e as *mut NameEntry);
@@ -432,7 +433,6 @@ impl EnvironBuilder {
                         M2Key::RemoteAddr => facts.remote_addr = first,
                         M2Key::Other => {}
                     },
-                    Role::ContentLength => have_cl = true,
                     _ => {}
                 }
                 match entry.special {
@@ -497,7 +497,7 @@ impl EnvironBuilder {
                 }
             }
             let k = &self.keys;
-            if !have_cl && let Some(n) = body_len {
+            if let Some(n) = body_len {
                 let mut buf = itoa::Buffer::new();
                 let s = PyString::new(py, buf.format(n));
                 set(e, k.content_length.as_ptr(), s.as_ptr())?;
@@ -585,8 +585,9 @@ unsafe fn set_cgi(
         match role {
             Role::Http(key) => set(e, key.as_ptr(), s),
             Role::ContentType => set(e, keys.content_type.as_ptr(), s),
-            Role::ContentLength => set(e, keys.content_length.as_ptr(), s),
-            Role::Mongrel2(_) | Role::Dropped => Ok(()),
+            // CONTENT_LENGTH comes from the length wsgi.input delivers, never from the
+            // raw header (see `EnvironBuilder::build`).
+            Role::ContentLength | Role::Mongrel2(_) | Role::Dropped => Ok(()),
         }
     }
 }
