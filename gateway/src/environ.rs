@@ -31,10 +31,28 @@ pub fn script_name(pattern: &[u8]) -> &[u8] {
     s
 }
 
-/// Splits the raw request PATH into (SCRIPT_NAME, raw PATH_INFO). The script name is used only
-/// when PATH starts with it at a segment boundary; otherwise SCRIPT_NAME is "" and PATH_INFO is
-/// the whole path (socket messages, absolute-form targets routed by `/`).
+/// The path part of Mongrel2's PATH: an absolute-form target `http://host/x/y` arrives as
+/// `//host/x/y` (Mongrel2 drops only `scheme:`), so a leading `//authority` is removed, as
+/// gunicorn does for absolute-form targets (`//host` alone gives ""). A left-in authority
+/// would make PATH_INFO a protocol-relative URL (`//evil.example/x`), an open redirect for
+/// any app redirecting to its own path. An origin-form target starting with `//` cannot be
+/// told apart in the frame and is read the same way.
+pub fn strip_authority(path: &[u8]) -> &[u8] {
+    match path.strip_prefix(b"//") {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(&rest[rest.len()..], |i| &rest[i..]),
+        None => path,
+    }
+}
+
+/// Splits the raw request PATH into (SCRIPT_NAME, raw PATH_INFO), after
+/// [`strip_authority`]. The script name is used only when the path starts with it at a
+/// segment boundary; otherwise SCRIPT_NAME is "" and PATH_INFO is the whole path (socket
+/// messages, absolute-form targets routed by `/`).
 pub fn split_path<'a>(script: &'a [u8], path: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+    let path = strip_authority(path);
     if !script.is_empty()
         && let Some(rest) = path.strip_prefix(script)
         && (rest.is_empty() || rest[0] == b'/')
@@ -219,6 +237,22 @@ mod tests {
             (&b""[..], &b"/application"[..])
         );
         assert_eq!(split_path(b"", b"/q"), (&b""[..], &b"/q"[..]));
+    }
+
+    #[test]
+    fn absolute_form_paths_lose_their_authority() {
+        assert_eq!(strip_authority(b"//evil.example/x/y"), b"/x/y");
+        assert_eq!(strip_authority(b"//h:81/"), b"/");
+        assert_eq!(strip_authority(b"//h"), b"");
+        assert_eq!(strip_authority(b"//"), b"");
+        assert_eq!(strip_authority(b"//h//other/z"), b"//other/z");
+        assert_eq!(strip_authority(b"/x//y"), b"/x//y");
+        assert_eq!(strip_authority(b"@chat"), b"@chat");
+        assert_eq!(
+            split_path(b"/app", b"//h/app/x"),
+            (&b"/app"[..], &b"/x"[..])
+        );
+        assert_eq!(split_path(b"", b"//h/x"), (&b""[..], &b"/x"[..]));
     }
 
     #[test]
