@@ -31,6 +31,15 @@ pub enum FrameError {
         /// Which field.
         field: &'static str,
     },
+    /// The sender is not `[A-Za-z0-9-]+`: a reply must name it, and Mongrel2's handler
+    /// parser drops a reply whose UUID has any other byte, so the request cannot be answered.
+    #[error(
+        "bad request frame: sender must be [A-Za-z0-9-]+ (Mongrel2 drops replies naming any other), got {got:?}"
+    )]
+    BadSender {
+        /// The sender field (lossy UTF-8, truncated).
+        got: String,
+    },
     /// A field is empty.
     #[error("bad request frame: {field} is empty")]
     EmptyField {
@@ -409,9 +418,15 @@ fn describe(b: Option<&u8>) -> String {
 }
 
 /// Parses one request frame. The body and (when no unescaping is needed) header
-/// names and values are borrowed from `frame`.
+/// names and values are borrowed from `frame`. A sender that no reply could name
+/// (see [`FrameError::BadSender`]) is an error.
 pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, FrameError> {
     let (sender, rest) = field(frame, "sender")?;
+    if !crate::reply::valid_uuid(sender) {
+        return Err(FrameError::BadSender {
+            got: tnetstring::show(&sender[..sender.len().min(64)]),
+        });
+    }
     let (id, rest) = field(rest, "connection id")?;
     let conn_id = parse_u64(id).ok_or_else(|| FrameError::BadConnId {
         got: tnetstring::show(id),
@@ -919,6 +934,32 @@ mod tests {
             url_scheme: b"http",
             remote_addr: b"127.0.0.1",
         }
+    }
+
+    #[test]
+    fn a_sender_no_reply_could_name_is_rejected() {
+        let good = json_frame(br#"{"METHOD":"GET"}"#);
+        assert!(parse_request(&good).is_ok());
+        for sender in [
+            &b"\xff\xfe"[..],
+            b"caf\xc3\xa9",
+            b"a.b",
+            b"a_b",
+            b"a\x00b",
+            b"a:b",
+        ] {
+            let mut frame = sender.to_vec();
+            frame.extend_from_slice(&good[1..]);
+            let err = parse_request(&frame).unwrap_err();
+            assert!(
+                matches!(err, FrameError::BadSender { .. }),
+                "{sender:?}: {err}"
+            );
+            assert!(err.to_string().contains("[A-Za-z0-9-]+"), "{err}");
+        }
+        let mut frame = b"Ab-09".to_vec();
+        frame.extend_from_slice(&good[1..]);
+        assert_eq!(parse_request(&frame).unwrap().sender, b"Ab-09");
     }
 
     #[test]
