@@ -396,25 +396,17 @@ impl EnvironBuilder {
 
             for (name, value) in req.headers.iter() {
                 let cached = self.names.get_mut(name).map(|e| e as *mut NameEntry);
+                let mut throwaway;
                 let entry: &mut NameEntry = match cached {
                     // SAFETY: detaches the borrow from `self.names` (which is not touched
                     // again until `entry` is dead) so the miss arm may insert: the usual
                     // get-or-insert in one lookup for the hit path.
                     Some(entry) => &mut *entry,
                     None if self.names.len() >= MAX_NAMES => {
-                        // Cache full: a throwaway entry for this request.
-                        let mut entry = NameEntry::new(py, name);
-                        Self::set_header_entry(
-                            py,
-                            e,
-                            h,
-                            &mut entry,
-                            value,
-                            &mut self.scratch,
-                            name,
-                            &self.keys,
-                        )?;
-                        continue;
+                        // Cache full: a throwaway entry for this request, looked at like a
+                        // cached one (Mongrel2's keys, host, connection...).
+                        throwaway = NameEntry::new(py, name);
+                        &mut throwaway
                     }
                     None => self
                         .names
