@@ -78,3 +78,21 @@ fn a_request_filling_the_name_cache_breaks_neither_itself_nor_later_requests() {
         assert_eq!(env["SERVER_PORT"], "6767", "{path}");
     }
 }
+
+/// PEP 3333: SERVER_NAME and SERVER_PORT "can never be empty strings". An empty Host header
+/// (allowed when the target has no authority, RFC 9112 3.2) or one with only a port gave
+/// SERVER_NAME ''; it is now handled as a missing Host header: the configured server name
+/// and port (here `localhost` and the scheme's port).
+#[test]
+fn an_empty_host_name_falls_back_to_the_configured_server_name() {
+    let mut gw = Gateway::app("environ_echo:app");
+    for host in ["", ":8080"] {
+        let req = TestRequest::get("/h").without("host").header("host", host);
+        let resp = gw.request(&req);
+        assert_eq!(resp.status, 200, "log:\n{}", gw.log());
+        let env = resp.json();
+        assert_eq!(env["SERVER_NAME"], "localhost", "host {host:?}: {env}");
+        assert_eq!(env["SERVER_PORT"], "80", "host {host:?}: {env}");
+        assert_eq!(env["HTTP_HOST"], host, "host {host:?}");
+    }
+}

@@ -470,9 +470,13 @@ impl EnvironBuilder {
                 self.remote.get(py, facts.remote_addr),
             )?;
             set(e, k.url_scheme.as_ptr(), self.scheme.get(py, scheme))?;
+            // An empty host name (`Host:` or `Host: :8080`) is no name: PEP 3333 never
+            // allows an empty SERVER_NAME, so the configured one is used.
+            let host = host
+                .map(|h| split_host(h, scheme))
+                .filter(|(name, _)| !name.is_empty());
             match host {
-                Some(host) => {
-                    let (name, port) = split_host(host, scheme);
+                Some((name, port)) => {
                     set(e, k.server_name.as_ptr(), self.host_name.get(py, name))?;
                     let port = self.port_str(py, port);
                     set(e, self.keys.server_port.as_ptr(), port)?;
