@@ -414,8 +414,8 @@ impl EnvironBuilder {
                         .or_insert_with(|| NameEntry::new(py, name)),
                 };
                 let first: &'a [u8] = value.first();
-                match entry.role {
-                    Role::Mongrel2(key) => match key {
+                if let Role::Mongrel2(key) = entry.role {
+                    match key {
                         M2Key::Method => facts.method = first,
                         M2Key::Version => facts.version = first,
                         M2Key::Uri => facts.uri = first,
@@ -424,8 +424,7 @@ impl EnvironBuilder {
                         M2Key::UrlScheme => scheme = first,
                         M2Key::RemoteAddr => facts.remote_addr = first,
                         M2Key::Other => {}
-                    },
-                    _ => {}
+                    }
                 }
                 match entry.special {
                     Special::Host => host = Some(first),
