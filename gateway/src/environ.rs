@@ -31,10 +31,28 @@ pub fn script_name(pattern: &[u8]) -> &[u8] {
     s
 }
 
-/// Splits the raw request PATH into (SCRIPT_NAME, raw PATH_INFO). The script name is used only
-/// when PATH starts with it at a segment boundary; otherwise SCRIPT_NAME is "" and PATH_INFO is
-/// the whole path (socket messages, absolute-form targets routed by `/`).
+/// The path part of Mongrel2's PATH: an absolute-form target `http://host/x/y` arrives as
+/// `//host/x/y` (Mongrel2 drops only `scheme:`), so a leading `//authority` is removed, as
+/// gunicorn does for absolute-form targets (`//host` alone gives ""). A left-in authority
+/// would make PATH_INFO a protocol-relative URL (`//evil.example/x`), an open redirect for
+/// any app redirecting to its own path. An origin-form target starting with `//` cannot be
+/// told apart in the frame and is read the same way.
+pub fn strip_authority(path: &[u8]) -> &[u8] {
+    match path.strip_prefix(b"//") {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(&rest[rest.len()..], |i| &rest[i..]),
+        None => path,
+    }
+}
+
+/// Splits the raw request PATH into (SCRIPT_NAME, raw PATH_INFO), after
+/// [`strip_authority`]. The script name is used only when the path starts with it at a
+/// segment boundary; otherwise SCRIPT_NAME is "" and PATH_INFO is the whole path (socket
+/// messages, absolute-form targets routed by `/`).
 pub fn split_path<'a>(script: &'a [u8], path: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+    let path = strip_authority(path);
     if !script.is_empty()
         && let Some(rest) = path.strip_prefix(script)
         && (rest.is_empty() || rest[0] == b'/')
@@ -154,6 +172,17 @@ pub fn header_role(name: &[u8]) -> HeaderRole {
     }
 }
 
+/// How many body bytes `wsgi.input` delivers, which is also the CONTENT_LENGTH the environ
+/// reports (`None`: no CONTENT_LENGTH). `content_length` is the length Mongrel2 used (see
+/// [`protocol::mongrel2_content_length`]), `available` what the frame or upload file holds:
+/// never more than either. Without a Content-Length header the frame's body is the body.
+pub fn input_length(content_length: Option<u64>, available: u64) -> Option<u64> {
+    match content_length {
+        Some(n) => Some(n.min(available)),
+        None => (available > 0).then_some(available),
+    }
+}
+
 /// Separator used to join duplicate values of a header (`; ` for cookie, `, ` otherwise).
 pub fn join_separator(name: &[u8]) -> &'static [u8] {
     if name == b"cookie" { b"; " } else { b", " }
@@ -211,6 +240,22 @@ mod tests {
     }
 
     #[test]
+    fn absolute_form_paths_lose_their_authority() {
+        assert_eq!(strip_authority(b"//evil.example/x/y"), b"/x/y");
+        assert_eq!(strip_authority(b"//h:81/"), b"/");
+        assert_eq!(strip_authority(b"//h"), b"");
+        assert_eq!(strip_authority(b"//"), b"");
+        assert_eq!(strip_authority(b"//h//other/z"), b"//other/z");
+        assert_eq!(strip_authority(b"/x//y"), b"/x//y");
+        assert_eq!(strip_authority(b"@chat"), b"@chat");
+        assert_eq!(
+            split_path(b"/app", b"//h/app/x"),
+            (&b"/app"[..], &b"/x"[..])
+        );
+        assert_eq!(split_path(b"", b"//h/x"), (&b""[..], &b"/x"[..]));
+    }
+
+    #[test]
     fn percent_decoding() {
         assert_eq!(&*percent_decode(b"/a%20b/caf%C3%A9"), b"/a b/caf\xc3\xa9");
         assert_eq!(&*percent_decode(b"/x%2Fy"), b"/x/y");
@@ -246,6 +291,16 @@ mod tests {
         assert_eq!(header_role(b"content-type"), HeaderRole::ContentType);
         assert_eq!(header_role(b"content-length"), HeaderRole::ContentLength);
         assert_eq!(header_role(b"bad name"), HeaderRole::Dropped);
+    }
+
+    #[test]
+    fn input_length_never_exceeds_either_side() {
+        assert_eq!(input_length(Some(5), 10), Some(5));
+        assert_eq!(input_length(Some(10), 4), Some(4));
+        assert_eq!(input_length(Some(0), 4), Some(0));
+        assert_eq!(input_length(Some(0), 0), Some(0));
+        assert_eq!(input_length(None, 7), Some(7));
+        assert_eq!(input_length(None, 0), None);
     }
 
     #[test]

@@ -12,7 +12,13 @@ pub const SERVER: &str = concat!("wsgid/", env!("CARGO_PKG_VERSION"));
 /// Body of the 500 answer sent when the app fails before any byte was sent.
 pub const ERROR_BODY: &[u8] = b"500 Internal Server Error\n";
 
-/// A status line's code, validated: `NNN` or `NNN reason`, no control characters.
+/// Final status codes a WSGI app may answer with. A 1xx is not final (the client would wait
+/// for the real status; Mongrel2 does WebSocket upgrades itself, so no 101 either) and
+/// codes from 600 up are not HTTP.
+pub const FINAL_STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
+
+/// A status line's code, validated: `NNN` or `NNN reason`, no control characters, the code
+/// within [`FINAL_STATUSES`].
 pub fn parse_status(status: &[u8]) -> Result<u16, String> {
     let ok_digits = status.len() >= 3 && status[..3].iter().all(u8::is_ascii_digit);
     if !ok_digits || (status.len() > 3 && status[3] != b' ') {
@@ -30,8 +36,11 @@ pub fn parse_status(status: &[u8]) -> Result<u16, String> {
     let code = u16::from(status[0] - b'0') * 100
         + u16::from(status[1] - b'0') * 10
         + u16::from(status[2] - b'0');
-    if code < 100 {
-        return Err(format!("status code {code} is below 100"));
+    if !FINAL_STATUSES.contains(&code) {
+        return Err(format!(
+            "status code {code} is not a final status (200-599): {:?}",
+            String::from_utf8_lossy(status)
+        ));
     }
     Ok(code)
 }
@@ -212,6 +221,18 @@ mod tests {
         assert!(parse_status(b"2000 OK").is_err());
         assert!(parse_status(b"200 OK\r\nX: y").is_err());
         assert!(parse_status(b"099 x").is_err());
+        for bad in [
+            &b"100 Continue"[..],
+            b"101 Switching Protocols",
+            b"199",
+            b"600 x",
+            b"999 Weird",
+        ] {
+            let err = parse_status(bad).unwrap_err();
+            assert!(err.contains("not a final status (200-599)"), "{err}");
+        }
+        assert_eq!(parse_status(b"200"), Ok(200));
+        assert_eq!(parse_status(b"599 Edge"), Ok(599));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use json::JsonError;
 pub use reply::{MAX_REPLY_IDS, Reply, ReplyError, encode_reply, parse_reply};
 pub use request::{
     DISCONNECT_BODY, DISCONNECT_PATH, FrameError, HeaderProtocol, HeaderValue, Headers,
-    OwnedRequest, Request, RequestMeta, SocketKind, encode_disconnect, encode_request,
-    encode_socket_message, parse_request,
+    MAX_MONGREL2_CONTENT_LENGTH, OwnedRequest, Request, RequestMeta, SocketKind, encode_disconnect,
+    encode_request, encode_socket_message, mongrel2_content_length, parse_request,
 };
 pub use tnetstring::{MAX_DEPTH, MAX_LENGTH, TnetError, Value, decode, encode};

@@ -73,7 +73,8 @@ pub struct Reply<'a> {
     pub payload: &'a [u8],
 }
 
-fn valid_uuid(uuid: &[u8]) -> bool {
+/// Whether Mongrel2's handler parser accepts `uuid` as the UUID of a reply (`[A-Za-z0-9-]+`).
+pub(crate) fn valid_uuid(uuid: &[u8]) -> bool {
     !uuid.is_empty() && uuid.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 

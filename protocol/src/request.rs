@@ -6,6 +6,7 @@
 //! unescaping is needed, every header name and value from the frame.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use memchr::memchr;
 use thiserror::Error;
@@ -30,6 +31,15 @@ pub enum FrameError {
     MissingField {
         /// Which field.
         field: &'static str,
+    },
+    /// The sender is not `[A-Za-z0-9-]+`: a reply must name it, and Mongrel2's handler
+    /// parser drops a reply whose UUID has any other byte, so the request cannot be answered.
+    #[error(
+        "bad request frame: sender must be [A-Za-z0-9-]+ (Mongrel2 drops replies naming any other), got {got:?}"
+    )]
+    BadSender {
+        /// The sender field (lossy UTF-8, truncated).
+        got: String,
     },
     /// A field is empty.
     #[error("bad request frame: {field} is empty")]
@@ -192,16 +202,48 @@ impl<'a> From<JsonValue<'a>> for HeaderValue<'a> {
 }
 
 /// Request headers: an ordered list of unique names, each with one or more values.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Lookups and merges scan the list while it is short; from [`Headers::INDEX_MIN`] names on,
+/// a hash index of the names keeps them O(1), so building headers is linear in their count
+/// however many distinct names a hostile frame carries.
+#[derive(Clone, Default)]
 pub struct Headers<'a> {
     entries: Vec<(Cow<'a, [u8]>, HeaderValue<'a>)>,
+    /// Name -> position in `entries`, present once there are `INDEX_MIN` names or more.
+    index: Option<HashMap<Vec<u8>, usize>>,
+}
+
+impl std::fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|(n, v)| (tnetstring::show(n), v)))
+            .finish()
+    }
+}
+
+impl PartialEq for Headers<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Headers<'_> {}
+
+#[cfg(test)]
+thread_local! {
+    /// Names compared by linear scans (the merge-cost counter of the unit tests).
+    static SCANNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl<'a> Headers<'a> {
+    /// Number of distinct names from which lookups go through a hash index.
+    pub const INDEX_MIN: usize = Dedup::CAP;
+
     /// No headers.
     pub fn new() -> Self {
         Headers {
             entries: Vec::new(),
+            index: None,
         }
     }
 
@@ -209,15 +251,43 @@ impl<'a> Headers<'a> {
     pub fn with_capacity(n: usize) -> Self {
         Headers {
             entries: Vec::with_capacity(n),
+            index: None,
         }
+    }
+
+    /// Position of `name` in `entries`.
+    fn position(&self, name: &[u8]) -> Option<usize> {
+        if let Some(index) = &self.index {
+            return index.get(name).copied();
+        }
+        #[cfg(test)]
+        SCANNED.with(|c| c.set(c.get() + self.entries.len()));
+        self.entries.iter().position(|(n, _)| n.as_ref() == name)
+    }
+
+    /// Builds the name index once there are [`Headers::INDEX_MIN`] names.
+    fn ensure_index(&mut self) {
+        if self.index.is_none() && self.entries.len() >= Self::INDEX_MIN {
+            let mut index = HashMap::with_capacity(2 * self.entries.len());
+            for (j, (n, _)) in self.entries.iter().enumerate() {
+                index.insert(n.to_vec(), j);
+            }
+            self.index = Some(index);
+        }
+    }
+
+    /// Adds a new name at the end (the caller checked it is new), indexing it when due.
+    fn push_new(&mut self, name: Cow<'a, [u8]>, value: HeaderValue<'a>) {
+        if let Some(index) = &mut self.index {
+            index.insert(name.to_vec(), self.entries.len());
+        }
+        self.entries.push((name, value));
+        self.ensure_index();
     }
 
     /// The value of `name` (exact, case-sensitive match).
     pub fn get(&self, name: &[u8]) -> Option<&HeaderValue<'a>> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n.as_ref() == name)
-            .map(|(_, v)| v)
+        self.position(name).map(|i| &self.entries[i].1)
     }
 
     /// The first value of `name`.
@@ -232,9 +302,9 @@ impl<'a> Headers<'a> {
 
     /// Adds a whole value (one or many); an existing name gets the values appended.
     pub fn append_value(&mut self, name: Cow<'a, [u8]>, value: HeaderValue<'a>) {
-        match self.entries.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, existing)) => existing.extend(value),
-            None => self.entries.push((name, value)),
+        match self.position(&name) {
+            Some(i) => self.entries[i].1.extend(value),
+            None => self.push_new(name, value),
         }
     }
 
@@ -242,26 +312,36 @@ impl<'a> Headers<'a> {
     pub fn set(&mut self, name: impl Into<Cow<'a, [u8]>>, value: impl Into<Cow<'a, [u8]>>) {
         let name = name.into();
         let value = HeaderValue::One(value.into());
-        match self.entries.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, existing)) => *existing = value,
-            None => self.entries.push((name, value)),
+        match self.position(&name) {
+            Some(i) => self.entries[i].1 = value,
+            None => self.push_new(name, value),
         }
     }
 
-    /// Removes `name`, returning its value.
+    /// Removes `name`, returning its value (O(names): the later positions move).
     pub fn remove(&mut self, name: &[u8]) -> Option<HeaderValue<'a>> {
-        let i = self.entries.iter().position(|(n, _)| n.as_ref() == name)?;
-        Some(self.entries.remove(i).1)
+        let i = self.position(name)?;
+        let (_, value) = self.entries.remove(i);
+        if let Some(index) = &mut self.index {
+            index.remove(name);
+            for p in index.values_mut() {
+                if *p > i {
+                    *p -= 1;
+                }
+            }
+        }
+        Some(value)
     }
 
     /// Appends a parsed pair, merging it into an earlier entry of the same name.
     /// `dedup` remembers name hashes so a new name costs no byte comparisons.
     #[inline]
     fn push_parsed(&mut self, name: Cow<'a, [u8]>, value: HeaderValue<'a>, dedup: &mut Dedup) {
-        let hash = name_hash(&name);
         if self.entries.len() >= Dedup::CAP {
+            self.ensure_index();
             return self.append_value(name, value);
         }
+        let hash = name_hash(&name);
         let bit = (hash >> 24) as usize;
         let (word, mask) = (bit / 64, 1u64 << (bit % 64));
         if dedup.bloom[word] & mask != 0 {
@@ -313,6 +393,7 @@ impl<'a> Headers<'a> {
                 .into_iter()
                 .map(|(n, v)| (Cow::Owned(n.into_owned()), v.into_owned()))
                 .collect(),
+            index: self.index,
         }
     }
 }
@@ -409,9 +490,15 @@ fn describe(b: Option<&u8>) -> String {
 }
 
 /// Parses one request frame. The body and (when no unescaping is needed) header
-/// names and values are borrowed from `frame`.
+/// names and values are borrowed from `frame`. A sender that no reply could name
+/// (see [`FrameError::BadSender`]) is an error.
 pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, FrameError> {
     let (sender, rest) = field(frame, "sender")?;
+    if !crate::reply::valid_uuid(sender) {
+        return Err(FrameError::BadSender {
+            got: tnetstring::show(&sender[..sender.len().min(64)]),
+        });
+    }
     let (id, rest) = field(rest, "connection id")?;
     let conn_id = parse_u64(id).ok_or_else(|| FrameError::BadConnId {
         got: tnetstring::show(id),
@@ -793,6 +880,42 @@ pub fn encode_socket_message(
     write_body(out, body);
 }
 
+/// Largest Content-Length Mongrel2 accepts (its `content_len` is a C `int`).
+pub const MAX_MONGREL2_CONTENT_LENGTH: u64 = i32::MAX as u64;
+
+/// A Content-Length value read as Mongrel2 1.12 reads it (`strtol(value, NULL, 10)` in
+/// `header_done_cb`): leading white space, an optional sign, then as many decimal digits as
+/// there are (`"3abc"` and `"3, 5"` give 3, `"abc"` gives 0). A negative number, or one above
+/// [`MAX_MONGREL2_CONTENT_LENGTH`], gives 0, as there.
+pub fn mongrel2_content_length(value: &[u8]) -> u64 {
+    let mut rest = value;
+    while let [b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r', tail @ ..] = rest {
+        rest = tail;
+    }
+    let negative = match rest.first() {
+        Some(b'-') => true,
+        Some(b'+') => false,
+        _ => {
+            return digits_value(rest);
+        }
+    };
+    let n = digits_value(&rest[1..]);
+    if negative { 0 } else { n }
+}
+
+/// The value of the leading decimal digits of `s` (0 when none), 0 when above
+/// [`MAX_MONGREL2_CONTENT_LENGTH`].
+fn digits_value(s: &[u8]) -> u64 {
+    let mut v: u64 = 0;
+    for &d in s.iter().take_while(|d| d.is_ascii_digit()) {
+        v = v * 10 + u64::from(d - b'0');
+        if v > MAX_MONGREL2_CONTENT_LENGTH {
+            return 0;
+        }
+    }
+    v
+}
+
 impl<'a> Request<'a> {
     /// The `METHOD` header's first value.
     pub fn method(&self) -> Option<&[u8]> {
@@ -802,6 +925,14 @@ impl<'a> Request<'a> {
     /// First value of header `name`.
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
         self.headers.get_one(name)
+    }
+
+    /// The body length Mongrel2 used for this request: the first `content-length` value read
+    /// as Mongrel2 reads it (see [`mongrel2_content_length`]); `None` without the header.
+    pub fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get_one(b"content-length")
+            .map(mongrel2_content_length)
     }
 
     /// True for the disconnect frame (path `@*`, METHOD `JSON`, body `{"type":"disconnect"}`).
@@ -875,6 +1006,120 @@ mod tests {
             url_scheme: b"http",
             remote_addr: b"127.0.0.1",
         }
+    }
+
+    /// A JSON frame with `n` distinct names `x-hI`, then a repeat of each name in `again`.
+    fn many_headers_frame(n: usize, again: &[usize]) -> Vec<u8> {
+        let mut h = b"{\"METHOD\":\"GET\"".to_vec();
+        for i in (0..n).chain(again.iter().copied()) {
+            h.extend_from_slice(format!(",\"x-h{i}\":\"v{i}\"").as_bytes());
+        }
+        h.push(b'}');
+        json_frame(&h)
+    }
+
+    #[test]
+    fn merging_many_distinct_names_is_linear() {
+        const N: usize = 30_000;
+        let again: Vec<usize> = vec![0, 1, 127, 128, 129, N - 1, N / 2];
+        let frame = many_headers_frame(N, &again);
+        SCANNED.with(|c| c.set(0));
+        let req = parse_request(&frame).unwrap();
+        let scanned = SCANNED.with(std::cell::Cell::get);
+        // Linear scans only while the list is short: at most INDEX_MIN names, once.
+        assert!(
+            scanned <= Headers::INDEX_MIN,
+            "{scanned} names compared in linear scans for {N} headers"
+        );
+        assert_eq!(req.headers.len(), N + 1);
+        for &i in &again {
+            let name = format!("x-h{i}");
+            let v = req.headers.get(name.as_bytes()).unwrap();
+            assert_eq!(
+                v.iter().collect::<Vec<_>>(),
+                [format!("v{i}").as_bytes(); 2]
+            );
+        }
+        assert_eq!(req.headers.get_one(b"x-h4242"), Some(&b"v4242"[..]));
+        assert_eq!(req.headers.get_one(b"x-h30000"), None);
+
+        // Building headers by hand (append, set, remove) is indexed the same way.
+        let mut h = Headers::new();
+        SCANNED.with(|c| c.set(0));
+        for i in 0..N {
+            h.append(format!("n{i}").into_bytes(), b"1".to_vec());
+        }
+        for i in (0..N).step_by(1000) {
+            h.append(format!("n{i}").into_bytes(), b"2".to_vec());
+            h.set(format!("m{i}").into_bytes(), b"3".to_vec());
+        }
+        let scanned = SCANNED.with(std::cell::Cell::get);
+        let small = Headers::INDEX_MIN * Headers::INDEX_MIN;
+        assert!(scanned <= small, "{scanned} names compared for {N} appends");
+        assert_eq!(h.len(), N + N / 1000);
+        assert_eq!(h.get(b"n1000").unwrap().len(), 2);
+        assert_eq!(
+            h.remove(b"n5"),
+            Some(HeaderValue::One(Cow::Owned(b"1".to_vec())))
+        );
+        assert_eq!(h.get(b"n5"), None);
+        assert_eq!(h.get_one(b"n6"), Some(&b"1"[..]));
+        assert_eq!(h.iter().nth(5).unwrap().0, b"n6");
+        assert_eq!(h.get_one(b"m29000"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn a_sender_no_reply_could_name_is_rejected() {
+        let good = json_frame(br#"{"METHOD":"GET"}"#);
+        assert!(parse_request(&good).is_ok());
+        for sender in [
+            &b"\xff\xfe"[..],
+            b"caf\xc3\xa9",
+            b"a.b",
+            b"a_b",
+            b"a\x00b",
+            b"a:b",
+        ] {
+            let mut frame = sender.to_vec();
+            frame.extend_from_slice(&good[1..]);
+            let err = parse_request(&frame).unwrap_err();
+            assert!(
+                matches!(err, FrameError::BadSender { .. }),
+                "{sender:?}: {err}"
+            );
+            assert!(err.to_string().contains("[A-Za-z0-9-]+"), "{err}");
+        }
+        let mut frame = b"Ab-09".to_vec();
+        frame.extend_from_slice(&good[1..]);
+        assert_eq!(parse_request(&frame).unwrap().sender, b"Ab-09");
+    }
+
+    #[test]
+    fn content_length_is_read_like_mongrel2_strtol() {
+        for (value, expect) in [
+            (&b"5"[..], 5),
+            (b"0", 0),
+            (b"3, 5", 3),
+            (b"3abc", 3),
+            (b"  \t42", 42),
+            (b"+4", 4),
+            (b"-5", 0),
+            (b"-0", 0),
+            (b"+-5", 0),
+            (b"- 5", 0),
+            (b"abc", 0),
+            (b"", 0),
+            (b"2147483647", 2_147_483_647),
+            (b"2147483648", 0),
+            (b"99999999999999999999999999", 0),
+            (b"007", 7),
+        ] {
+            assert_eq!(mongrel2_content_length(value), expect, "{value:?}");
+        }
+        let frame = json_frame(br#"{"METHOD":"POST","content-length":["3","5"]}"#);
+        assert_eq!(parse_request(&frame).unwrap().content_length(), Some(3));
+        let frame = json_frame(br#"{"METHOD":"POST"}"#);
+        assert_eq!(parse_request(&frame).unwrap().content_length(), None);
     }
 
     #[test]

@@ -75,8 +75,10 @@ fn protocol() -> impl Strategy<Value = HeaderProtocol> {
     prop_oneof![Just(HeaderProtocol::Json), Just(HeaderProtocol::Tnetstring)]
 }
 
+/// A sender a reply can name (`[A-Za-z0-9-]+`, what Mongrel2's handler parser accepts);
+/// frames with any other sender are rejected (`FrameError::BadSender`).
 fn sender() -> impl Strategy<Value = Vec<u8>> {
-    vec(any::<u8>().prop_filter("no SP", |b| *b != b' '), 1..40)
+    "[A-Za-z0-9-]{1,40}".prop_map(String::into_bytes)
 }
 
 #[derive(Debug, Clone)]

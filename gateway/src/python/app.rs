@@ -127,8 +127,17 @@ impl WsgiApp {
         client_gone: &mut dyn FnMut() -> bool,
     ) -> (Outcome, Sent, RequestFacts<'a>) {
         let (input, body_len) = match body {
-            Body::Inline([]) => (Input::memory(self.empty_body.clone_ref(py)), None),
-            Body::Inline(b) => (Input::memory(PyBytes::new(py, b).unbind()), None),
+            Body::Inline(b) => {
+                // Never past the Content-Length Mongrel2 used, whatever the frame carries.
+                let len = crate::environ::input_length(req.content_length(), b.len() as u64);
+                let b = &b[..len.map_or(0, |n| n as usize)];
+                let bytes = if b.is_empty() {
+                    self.empty_body.clone_ref(py)
+                } else {
+                    PyBytes::new(py, b).unbind()
+                };
+                (Input::memory(bytes), len)
+            }
             Body::File(f, n) => (Input::file(f, n), Some(n)),
         };
         let built = Bound::new(py, input)

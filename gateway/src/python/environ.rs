@@ -369,7 +369,9 @@ impl EnvironBuilder {
     }
 
     /// Builds the environ of `req` with `input` as `wsgi.input`. `body_len` is the
-    /// CONTENT_LENGTH to report when the client sent none (uploads of a chunked body).
+    /// CONTENT_LENGTH to report, the exact number of bytes `input` delivers (see
+    /// [`crate::environ::input_length`]); `None` leaves CONTENT_LENGTH out. The client's raw
+    /// Content-Length header (`3, 5`, `3abc`) stays in `mongrel2.headers` only.
     pub fn build<'py, 'a>(
         &mut self,
         py: Python<'py>,
@@ -391,29 +393,20 @@ impl EnvironBuilder {
             let mut query: &[u8] = b"";
             let mut host: Option<&[u8]> = None;
             let mut connection: Option<&HeaderValue<'a>> = None;
-            let mut have_cl = false;
 
             for (name, value) in req.headers.iter() {
                 let cached = self.names.get_mut(name).map(|e| e as *mut NameEntry);
+                let mut throwaway;
                 let entry: &mut NameEntry = match cached {
                     // SAFETY: detaches the borrow from `self.names` (which is not touched
                     // again until `entry` is dead) so the miss arm may insert: the usual
                     // get-or-insert in one lookup for the hit path.
                     Some(entry) => &mut *entry,
                     None if self.names.len() >= MAX_NAMES => {
-                        // Cache full: a throwaway entry for this request.
-                        let mut entry = NameEntry::new(py, name);
-                        Self::set_header_entry(
-                            py,
-                            e,
-                            h,
-                            &mut entry,
-                            value,
-                            &mut self.scratch,
-                            name,
-                            &self.keys,
-                        )?;
-                        continue;
+                        // Cache full: a throwaway entry for this request, looked at like a
+                        // cached one (Mongrel2's keys, host, connection...).
+                        throwaway = NameEntry::new(py, name);
+                        &mut throwaway
                     }
                     None => self
                         .names
@@ -421,8 +414,8 @@ impl EnvironBuilder {
                         .or_insert_with(|| NameEntry::new(py, name)),
                 };
                 let first: &'a [u8] = value.first();
-                match entry.role {
-                    Role::Mongrel2(key) => match key {
+                if let Role::Mongrel2(key) = entry.role {
+                    match key {
                         M2Key::Method => facts.method = first,
                         M2Key::Version => facts.version = first,
                         M2Key::Uri => facts.uri = first,
@@ -431,9 +424,7 @@ impl EnvironBuilder {
                         M2Key::UrlScheme => scheme = first,
                         M2Key::RemoteAddr => facts.remote_addr = first,
                         M2Key::Other => {}
-                    },
-                    Role::ContentLength => have_cl = true,
-                    _ => {}
+                    }
                 }
                 match entry.special {
                     Special::Host => host = Some(first),
@@ -478,9 +469,13 @@ impl EnvironBuilder {
                 self.remote.get(py, facts.remote_addr),
             )?;
             set(e, k.url_scheme.as_ptr(), self.scheme.get(py, scheme))?;
+            // An empty host name (`Host:` or `Host: :8080`) is no name: PEP 3333 never
+            // allows an empty SERVER_NAME, so the configured one is used.
+            let host = host
+                .map(|h| split_host(h, scheme))
+                .filter(|(name, _)| !name.is_empty());
             match host {
-                Some(host) => {
-                    let (name, port) = split_host(host, scheme);
+                Some((name, port)) => {
                     set(e, k.server_name.as_ptr(), self.host_name.get(py, name))?;
                     let port = self.port_str(py, port);
                     set(e, self.keys.server_port.as_ptr(), port)?;
@@ -497,7 +492,7 @@ impl EnvironBuilder {
                 }
             }
             let k = &self.keys;
-            if !have_cl && let Some(n) = body_len {
+            if let Some(n) = body_len {
                 let mut buf = itoa::Buffer::new();
                 let s = PyString::new(py, buf.format(n));
                 set(e, k.content_length.as_ptr(), s.as_ptr())?;
@@ -585,8 +580,9 @@ unsafe fn set_cgi(
         match role {
             Role::Http(key) => set(e, key.as_ptr(), s),
             Role::ContentType => set(e, keys.content_type.as_ptr(), s),
-            Role::ContentLength => set(e, keys.content_length.as_ptr(), s),
-            Role::Mongrel2(_) | Role::Dropped => Ok(()),
+            // CONTENT_LENGTH comes from the length wsgi.input delivers, never from the
+            // raw header (see `EnvironBuilder::build`).
+            Role::ContentLength | Role::Mongrel2(_) | Role::Dropped => Ok(()),
         }
     }
 }

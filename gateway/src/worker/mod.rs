@@ -527,11 +527,9 @@ impl Worker {
                 let path = path.to_vec();
                 match self.uploads.open(&path) {
                     Ok(upload) => {
-                        let announced = req
-                            .headers
-                            .get_one(b"content-length")
-                            .and_then(crate::response::parse_content_length);
-                        let len = announced.map_or(upload.size, |n| n.min(upload.size));
+                        let len = req
+                            .content_length()
+                            .map_or(upload.size, |n| n.min(upload.size));
                         let file_path = upload.path.clone();
                         self.serve_http(py, &req, Body::File(upload.file, len));
                         self.uploads.finish(&file_path);
