@@ -19,6 +19,9 @@ pub const CONFIG_FILE: &str = "wsgid.json";
 
 /// Default `--graceful-timeout`, seconds (gunicorn's).
 pub const DEFAULT_GRACEFUL_TIMEOUT: u64 = 30;
+/// Default `--load-timeout`, seconds: a worker that has not loaded the app by then is killed
+/// and counts as a load failure.
+pub const DEFAULT_LOAD_TIMEOUT: u64 = 60;
 
 /// Default access log format (gunicorn's).
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
@@ -108,6 +111,8 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     /// `--graceful-timeout`.
     pub graceful_timeout: Duration,
+    /// `--load-timeout` (None: off).
+    pub load_timeout: Option<Duration>,
     /// `--user`.
     pub user: Option<String>,
     /// `--group`.
@@ -221,6 +226,13 @@ impl Settings {
                     .or(file.graceful_timeout)
                     .unwrap_or(DEFAULT_GRACEFUL_TIMEOUT),
             ),
+            load_timeout: Some(
+                args.load_timeout
+                    .or(file.load_timeout)
+                    .unwrap_or(DEFAULT_LOAD_TIMEOUT),
+            )
+            .filter(|&t| t > 0)
+            .map(Duration::from_secs),
             user: args.user.clone().or_else(|| file.user.clone()),
             group: args.group.clone().or_else(|| file.group.clone()),
             access_log,
@@ -339,6 +351,7 @@ pub struct FileConfig {
     pub max_requests_jitter: Option<u64>,
     pub timeout: Option<u64>,
     pub graceful_timeout: Option<u64>,
+    pub load_timeout: Option<u64>,
     pub user: Option<String>,
     pub group: Option<String>,
     pub access_log: Option<PathBuf>,
@@ -373,6 +386,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_requests_jitter",
     "timeout",
     "graceful_timeout",
+    "load_timeout",
     "user",
     "group",
     "access_log",
@@ -426,6 +440,7 @@ impl FileConfig {
             max_requests_jitter: r.uint("max_requests_jitter")?,
             timeout: r.uint("timeout")?,
             graceful_timeout: r.uint("graceful_timeout")?,
+            load_timeout: r.uint("load_timeout")?,
             user: r.string("user")?,
             group: r.string("group")?,
             access_log: r.string("access_log")?.map(PathBuf::from),
@@ -668,6 +683,7 @@ pub fn apply_config_args(map: &mut Map<String, Value>, args: &ConfigArgs) {
         ("max_requests_jitter", s.max_requests_jitter),
         ("timeout", s.timeout),
         ("graceful_timeout", s.graceful_timeout),
+        ("load_timeout", s.load_timeout),
         ("max_upload_size", s.max_upload_size),
         ("upload_max_age", s.upload_max_age),
     ] {
