@@ -169,3 +169,17 @@ fn status_counts_ready_workers() {
     poll_until(SLOW, || app.live_pids("master").is_empty().then_some(()))
         .unwrap_or_else(|| panic!("the daemon did not stop\n{}", app.log()));
 }
+
+#[test]
+fn an_import_that_crashes_the_interpreter_is_a_load_failure_too() {
+    let app = AppDir::new(&["crashes_on_load.py"]);
+    let sim = Mongrel2Sim::bind();
+    let mut master = Master::start(&app, &sim, &["--wsgi-app", "crashes_on_load:application"]);
+    let status = master
+        .wait_exit(SLOW)
+        .unwrap_or_else(|| panic!("the master kept running\n{}", master.output()));
+    let out = master.output();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(out.contains("signal 11"), "{out}");
+    assert_eq!(out.matches("wsgid cannot load the app").count(), 1, "{out}");
+}

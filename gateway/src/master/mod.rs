@@ -883,7 +883,7 @@ impl Master {
             info!("worker pid={pid} killed by the master; replacing it");
             return;
         }
-        let load_failure = w.load_timed_out || exit == ExitStatus::Code(EXIT_APP_LOAD_FAILED);
+        let load_failure = w.load_timed_out || died_loading(exit, w.loaded);
         if load_failure && !self.ever_loaded {
             let why = if w.load_timed_out {
                 "still loading it after --load-timeout".to_string()
@@ -1043,6 +1043,28 @@ impl Master {
     }
 }
 
+/// Whether an exit (of a worker the master did not stop) means the app cannot be loaded:
+/// the load-failure code, or a failure of the worker itself before it reported the app
+/// loaded (an error exit: Python cannot start; a crash signal: a C extension crashing the
+/// import). A clean exit, or a kill from outside (TERM, KILL: an operator, the OOM killer),
+/// is not.
+pub fn died_loading(exit: ExitStatus, loaded: bool) -> bool {
+    const CRASHES: [i32; 6] = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGABRT,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGSYS,
+    ];
+    match exit {
+        ExitStatus::Code(EXIT_APP_LOAD_FAILED) => true,
+        ExitStatus::Code(0) => false,
+        ExitStatus::Code(_) => !loaded,
+        ExitStatus::Signal(s) => !loaded && CRASHES.contains(&s),
+    }
+}
+
 /// `base` plus a random 0..=`jitter` (0 stays 0: never recycle).
 pub fn with_jitter(base: u64, jitter: u64) -> u64 {
     if base == 0 || jitter == 0 {
@@ -1080,6 +1102,24 @@ mod tests {
         );
         let r = protocol::parse_reply(&close).unwrap();
         assert_eq!((r.ids.as_slice(), r.payload), (&[77][..], &b""[..]));
+    }
+
+    #[test]
+    fn what_counts_as_a_load_failure() {
+        use ExitStatus::{Code, Signal};
+        assert!(died_loading(Code(3), false));
+        assert!(died_loading(Code(3), true));
+        assert!(died_loading(Code(1), false));
+        assert!(died_loading(Signal(libc::SIGSEGV), false));
+        assert!(
+            !died_loading(Signal(libc::SIGSEGV), true),
+            "a crash after loading"
+        );
+        assert!(!died_loading(Code(0), false));
+        assert!(
+            !died_loading(Signal(libc::SIGKILL), false),
+            "killed from outside"
+        );
     }
 
     #[test]
