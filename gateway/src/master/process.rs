@@ -295,7 +295,8 @@ pub struct SpawnSpec<'a> {
 
 /// Starts a worker: re-executes this binary with [`WORKER_CONFIG_ENV`] set. The worker gets
 /// its own process group (terminal signals reach the master only), dies with SIGTERM if the
-/// master dies, and inherits exactly the two fds it needs.
+/// master dies (and does not start if the master died before that was armed), and inherits
+/// exactly the two fds it needs.
 pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("wsgid: worker")
@@ -320,7 +321,9 @@ pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
         cmd.env(k, v);
     }
     let keep = [spec.scoreboard_fd, spec.ready_fd];
-    // SAFETY: the closure only calls async-signal-safe functions (fcntl, setpgid, prctl).
+    let master = std::process::id() as libc::pid_t;
+    // SAFETY: the closure only calls async-signal-safe functions (fcntl, setpgid, prctl,
+    // getppid).
     unsafe {
         cmd.pre_exec(move || {
             for fd in keep {
@@ -330,6 +333,11 @@ pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
             }
             libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // A master that died between the fork and the prctl sends no signal: do not
+            // start an orphan.
+            if libc::getppid() != master {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }
