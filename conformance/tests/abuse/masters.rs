@@ -204,3 +204,60 @@ fn subcommand_help_says_what_is_sent() {
     let status = help("status");
     assert!(status.contains("ready"), "{status}");
 }
+
+/// Supervision under signals (found looking for more master defects; both passed at once:
+/// regression tests). SIGTERM in the middle of a rolling restart stops the old workers and
+/// the replacement alike, and the master exits.
+#[test]
+fn sigterm_during_a_rolling_restart_stops_every_worker() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let mut master = Master::start(&app, &sim, &["--workers", "2", "--wsgi-app", APP]);
+    let old = master.wait_workers(2, SLOW);
+    for _ in 0..4 {
+        let r = sim
+            .roundtrip("/", SLOW)
+            .unwrap_or_else(|| panic!("not served\n{}", master.output()));
+        assert_eq!(r.status, 200);
+    }
+    conformance::lifecycle::signal(master.pid(), "HUP");
+    let during = master.wait_workers(3, SLOW);
+    conformance::lifecycle::signal(master.pid(), "TERM");
+    let status = master
+        .wait_exit(SLOW)
+        .unwrap_or_else(|| panic!("the master did not stop\n{}", master.output()));
+    assert!(status.success(), "{status:?}\n{}", master.output());
+    for w in old.iter().chain(&during) {
+        assert!(
+            !alive(*w),
+            "worker {w} outlived the stop\n{}",
+            master.output()
+        );
+    }
+}
+
+/// SIGTERM while the only worker is still loading (a hung import) stops the master within
+/// `--graceful-timeout`, and it is not mistaken for a load failure.
+#[test]
+fn sigterm_while_the_app_loads_stops_the_master_within_the_graceful_timeout() {
+    let app = AppDir::new(&["hangs_on_load.py"]);
+    let sim = Mongrel2Sim::bind();
+    let mut master = Master::start(
+        &app,
+        &sim,
+        &[
+            "--wsgi-app",
+            "hangs_on_load:application",
+            "--graceful-timeout",
+            "1",
+        ],
+    );
+    let worker = master.wait_workers(1, SLOW)[0];
+    conformance::lifecycle::signal(master.pid(), "TERM");
+    let status = master
+        .wait_exit(SLOW)
+        .unwrap_or_else(|| panic!("the master did not stop\n{}", master.output()));
+    assert!(status.success(), "{status:?}\n{}", master.output());
+    assert!(!alive(worker));
+    assert!(!master.output().contains("cannot load the app"));
+}

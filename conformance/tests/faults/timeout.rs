@@ -15,7 +15,7 @@ const APP: &str = "supervision_app:application";
 fn a_stream_stuck_after_its_head_is_closed_not_given_a_504() {
     let app = AppDir::new(&["supervision_app.py"]);
     let mut sim = Mongrel2Sim::bind();
-    let master = Master::start(&app, &sim, &["--timeout", "1", "--wsgi-app", APP]);
+    let master = Master::start(&app, &sim, &["--timeout", "2", "--wsgi-app", APP]);
     let r = sim
         .roundtrip("/", SLOW)
         .unwrap_or_else(|| panic!("warm-up not answered\n{}", master.output()));
