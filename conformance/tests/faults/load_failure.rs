@@ -183,3 +183,20 @@ fn an_import_that_crashes_the_interpreter_is_a_load_failure_too() {
     assert!(out.contains("signal 11"), "{out}");
     assert_eq!(out.matches("wsgid cannot load the app").count(), 1, "{out}");
 }
+
+#[test]
+fn an_import_that_exits_cleanly_is_a_load_failure_not_a_respawn_loop() {
+    let app = AppDir::new(&["exits_on_load.py"]);
+    let sim = Mongrel2Sim::bind();
+    let mut master = Master::start(&app, &sim, &["--wsgi-app", "exits_on_load:application"]);
+    let status = master.wait_exit(SLOW).unwrap_or_else(|| {
+        let out = master.output();
+        panic!(
+            "the master kept running ({} workers started)\n{out}",
+            out.matches("New wsgid worker created").count()
+        )
+    });
+    let out = master.output();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert_eq!(out.matches("New wsgid worker created").count(), 1, "{out}");
+}

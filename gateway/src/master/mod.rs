@@ -168,6 +168,21 @@ impl Worker {
         }
     }
 
+    /// Reads what is left on the readiness pipe of an exited worker: an `L` it wrote just
+    /// before exiting must count even when the exit is seen first.
+    fn drain_ready_pipe(&mut self, pid: u32) {
+        while let Some(p) = &self.ready_pipe {
+            let mut buf = [0u8; 8];
+            // SAFETY: non-blocking read into a local buffer from our pipe end.
+            let n = unsafe { libc::read(p.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                self.ready_pipe = None;
+                return;
+            }
+            self.on_ready_bytes(pid, &buf[..n as usize]);
+        }
+    }
+
     /// Bytes read from the readiness pipe: `L` loaded, `R` ready (then the pipe is done).
     fn on_ready_bytes(&mut self, pid: u32, bytes: &[u8]) {
         if bytes.contains(&b'L') && !self.loaded {
@@ -867,9 +882,10 @@ impl Master {
 
     /// A worker exited with this `waitpid` status.
     fn on_exit(&mut self, pid: u32, status: i32) {
-        let Some(w) = self.workers.remove(&pid) else {
+        let Some(mut w) = self.workers.remove(&pid) else {
             return;
         };
+        w.drain_ready_pipe(pid);
         if self.pid_files {
             self.folder.remove_pid(Role::Worker, pid);
         }
@@ -1044,10 +1060,11 @@ impl Master {
 }
 
 /// Whether an exit (of a worker the master did not stop) means the app cannot be loaded:
-/// the load-failure code, or a failure of the worker itself before it reported the app
-/// loaded (an error exit: Python cannot start; a crash signal: a C extension crashing the
-/// import). A clean exit, or a kill from outside (TERM, KILL: an operator, the OOM killer),
-/// is not.
+/// the load-failure code, or the worker ending by itself before it reported the app loaded
+/// (an error exit: Python cannot start; a crash signal: a C extension crashing the import;
+/// even exit 0: `os._exit(0)` or a stray `sys.exit()` at import time, which would otherwise
+/// be replaced at once, forever). A kill from outside (TERM, KILL: an operator, the OOM
+/// killer) is not.
 pub fn died_loading(exit: ExitStatus, loaded: bool) -> bool {
     const CRASHES: [i32; 6] = [
         libc::SIGSEGV,
@@ -1059,7 +1076,6 @@ pub fn died_loading(exit: ExitStatus, loaded: bool) -> bool {
     ];
     match exit {
         ExitStatus::Code(EXIT_APP_LOAD_FAILED) => true,
-        ExitStatus::Code(0) => false,
         ExitStatus::Code(_) => !loaded,
         ExitStatus::Signal(s) => !loaded && CRASHES.contains(&s),
     }
@@ -1105,6 +1121,33 @@ mod tests {
     }
 
     #[test]
+    fn an_exited_workers_last_bytes_count() {
+        let (r, w) = signals::pipe().unwrap();
+        // SAFETY: writing to our own pipe end.
+        assert_eq!(
+            unsafe { libc::write(w.as_raw_fd(), b"L".as_ptr().cast(), 1) },
+            1
+        );
+        drop(w);
+        let mut worker = Worker {
+            slot: SlotOwner::new().unwrap(),
+            ready_pipe: Some(r),
+            ready: false,
+            started: Instant::now(),
+            retiring: None,
+            killed: false,
+            hard_killed: false,
+            loaded: false,
+            load_timed_out: false,
+            torn_since: None,
+            marked_ready: false,
+        };
+        worker.drain_ready_pipe(1);
+        assert!(worker.loaded && !worker.ready);
+        assert!(worker.ready_pipe.is_none(), "EOF ends the pipe");
+    }
+
+    #[test]
     fn what_counts_as_a_load_failure() {
         use ExitStatus::{Code, Signal};
         assert!(died_loading(Code(3), false));
@@ -1115,7 +1158,11 @@ mod tests {
             !died_loading(Signal(libc::SIGSEGV), true),
             "a crash after loading"
         );
-        assert!(!died_loading(Code(0), false));
+        assert!(
+            died_loading(Code(0), false),
+            "ended by itself before loading"
+        );
+        assert!(!died_loading(Code(0), true), "max-requests, a stop");
         assert!(
             !died_loading(Signal(libc::SIGKILL), false),
             "killed from outside"
