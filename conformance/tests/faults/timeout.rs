@@ -49,3 +49,43 @@ fn a_stream_stuck_after_its_head_is_closed_not_given_a_504() {
         "late frames for the closed connection: {late:?}"
     );
 }
+
+/// A worker the master asked to leave (graceful stop, rolling restart) stays under
+/// `--timeout`: its stuck request gets its 504 after `--timeout`, not silence until the
+/// (much longer) `--graceful-timeout` kills it.
+#[test]
+fn a_leaving_worker_stuck_past_timeout_still_gets_its_client_a_504() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let mut master = Master::start(
+        &app,
+        &sim,
+        &[
+            "--timeout",
+            "2",
+            "--graceful-timeout",
+            "120",
+            "--wsgi-app",
+            "lifecycle_app:application",
+        ],
+    );
+    let r = sim
+        .roundtrip("/", SLOW)
+        .unwrap_or_else(|| panic!("warm-up not answered\n{}", master.output()));
+    assert_eq!(r.status, 200);
+    let marker = app.path().join("slow.started");
+    let id = sim.get(&format!("/slow?secs=600&marker={}", marker.display()));
+    poll_until(SLOW, || marker.exists().then_some(())).expect("the slow request started");
+    conformance::lifecycle::signal(master.pid(), "TERM");
+    let r = sim.wait_closed(id, SLOW).unwrap_or_else(|| {
+        panic!(
+            "the stuck request of a leaving worker got no answer\n{}",
+            master.output()
+        )
+    });
+    assert_eq!(r.status, 504, "{r:?}\n{}", master.output());
+    let status = master
+        .wait_exit(SLOW)
+        .unwrap_or_else(|| panic!("the master did not stop\n{}", master.output()));
+    assert!(status.success(), "{status:?}");
+}

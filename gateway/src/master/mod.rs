@@ -402,6 +402,9 @@ impl Master {
                         info!("all workers stopped; exiting");
                         break;
                     }
+                    // Leaving workers stay under --timeout: a stuck request is answered
+                    // after it, not left silent until the graceful timeout.
+                    self.check_timeouts();
                     if !killed && Instant::now() >= deadline {
                         warn!(
                             "graceful timeout: killing {} worker(s) still running",
@@ -502,6 +505,12 @@ impl Master {
         let mut consider = |t: Instant| {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         };
+        if let Some(t) = self.settings.timeout
+            && self.workers.values().any(|w| w.ready && !w.hard_killed)
+        {
+            let tick = (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            consider(now + tick);
+        }
         if let Some(t) = self.next_spawn_at {
             consider(t);
         }
@@ -512,12 +521,6 @@ impl Master {
             } => consider(d),
             Phase::Stopping { killed: true, .. } => consider(now + Duration::from_secs(1)),
             Phase::Serving => {
-                if let Some(t) = self.settings.timeout
-                    && self.workers.values().any(|w| w.active() && w.ready)
-                {
-                    let tick = (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-                    consider(now + tick);
-                }
                 if let Some(new) = self.rolling.as_ref().and_then(|r| r.new)
                     && let Some(w) = self.workers.get(&new)
                 {
@@ -961,7 +964,8 @@ impl Master {
     }
 
     /// Workers in one request longer than `--timeout` are stopped, checked again and, if
-    /// still in it, killed and their client answered (see [`stuck`]).
+    /// still in it, killed and their client answered (see [`stuck`]). Workers asked to
+    /// leave (graceful stop, rolling restart) are checked too.
     fn check_timeouts(&mut self) {
         let Some(timeout) = self.settings.timeout else {
             return;
@@ -970,7 +974,7 @@ impl Master {
         let limit = timeout.as_nanos() as u64;
         let mut suspects = Vec::new();
         for (&pid, w) in self.workers.iter_mut() {
-            if !w.active() {
+            if w.killed || w.hard_killed {
                 continue;
             }
             let Some(snap) = w.snapshot() else { continue };
