@@ -111,7 +111,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub loader_dir: Vec<PathBuf>,
     /// Number of worker processes (default 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::master::MAX_WORKERS as i64))]
     pub workers: Option<u32>,
     /// Replace workers that die (the default).
     #[arg(long, overrides_with = "no_keep_alive")]

@@ -266,6 +266,13 @@ impl Settings {
                 self.app_path.display()
             ));
         }
+        if self.workers > crate::master::MAX_WORKERS {
+            return Err(format!(
+                "workers: expected 1..={}, found {} (each worker is a Python process)",
+                crate::master::MAX_WORKERS,
+                self.workers
+            ));
+        }
         if self.recv.is_empty() {
             return Err(
                 "--recv is mandatory (Mongrel2's send_spec, e.g. tcp://127.0.0.1:9997), \
@@ -808,6 +815,23 @@ mod tests {
             s.envs,
             vec![("B".into(), "file".into()), ("A".into(), "cli".into())]
         );
+    }
+
+    #[test]
+    fn more_workers_than_a_master_runs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileConfig {
+            workers: Some(100_000),
+            ..FileConfig::default()
+        };
+        let args = ServeArgs {
+            recv: vec!["tcp://127.0.0.1:1".into()],
+            send: vec!["tcp://127.0.0.1:2".into()],
+            ..ServeArgs::default()
+        };
+        let s = Settings::merge(dir.path().to_path_buf(), &file, &args);
+        let e = s.validate_for_serving().unwrap_err();
+        assert!(e.contains("expected 1..=1024, found 100000"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,10 @@ use signals::SignalPipe;
 /// (a worker that never reports would otherwise stall it).
 const READY_WAIT: Duration = Duration::from_secs(60);
 
+/// The most workers a master runs (the bound of `--workers`), also for SIGTTIN: a signal
+/// loop cannot make it fork without end.
+pub const MAX_WORKERS: usize = 1024;
+
 /// A slot that reads torn this long is treated as dead: its worker cannot be supervised.
 const TORN_LIMIT: Duration = Duration::from_secs(1);
 
@@ -592,8 +596,12 @@ impl Master {
                 self.begin_rolling();
             }
             libc::SIGTTIN => {
-                self.target += 1;
-                info!("SIGTTIN: {} worker(s) now", self.target);
+                if self.target < MAX_WORKERS {
+                    self.target += 1;
+                    info!("SIGTTIN: {} worker(s) now", self.target);
+                } else {
+                    warn!("SIGTTIN: already {MAX_WORKERS} workers, the most --workers allows");
+                }
             }
             libc::SIGTTOU => {
                 if self.target > 1 {
@@ -660,7 +668,12 @@ impl Master {
     }
 
     fn reload(&mut self) {
-        match Settings::load(&self.args) {
+        match Settings::load(&self.args)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| {
+                s.validate_for_serving().map_err(anyhow::Error::msg)?;
+                Ok(s)
+            }) {
             Ok(s) => {
                 if s.app_path != self.settings.app_path {
                     warn!("reload: the app folder cannot change; keeping the old one");
