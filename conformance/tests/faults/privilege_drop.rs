@@ -7,8 +7,9 @@
 //! namespace (`unshare -m`) where `/usr` and the prefix of the interpreter PyO3 was built
 //! against (`PYO3_PYTHON`, set in `.cargo/config.toml`) are bind-mounted into the app folder,
 //! so the embedded Python finds its standard library inside the chroot; the mounts vanish
-//! with the namespace. Skipped, with a line saying so, when not root, when `unshare` is
-//! missing, or when the build did not name its interpreter.
+//! with the namespace. Skipped, with a line saying so, when not root, when `unshare -m` is
+//! missing or refused (a container without CAP_SYS_ADMIN), or when the build did not name
+//! its interpreter.
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
@@ -62,8 +63,12 @@ fn a_chrooted_worker_dies_with_its_master_after_dropping_privileges() {
         eprintln!("skipped: a real privilege drop needs root");
         return;
     }
-    if Command::new("unshare").arg("--help").output().is_err() {
-        eprintln!("skipped: unshare (util-linux) is not installed");
+    let can_mount = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_mount {
+        eprintln!("skipped: no private mount namespace here (unshare -m missing or refused)");
         return;
     }
     let Some(python) = option_env!("PYO3_PYTHON") else {
