@@ -39,11 +39,14 @@ pub enum Command {
     Init(AppPathArgs),
     /// Write the given options into <app-path>/wsgid.json (merged with what it holds).
     Config(ConfigArgs),
-    /// Signal every worker (default SIGTERM: each finishes its request and is replaced).
+    /// Rolling restart: SIGHUP to the folder's master, which re-reads wsgid.json and replaces
+    /// its workers one at a time. With --send-signal, that signal goes to every worker of the
+    /// master instead (TERM: each finishes its request and is replaced).
     Restart(SignalArgs),
-    /// Signal the master (default SIGTERM: graceful stop).
+    /// Signal the folder's master (default SIGTERM: graceful stop; QUIT: immediate).
     Stop(SignalArgs),
-    /// Print whether the app runs, with its master and worker pids.
+    /// Print whether the app runs: master and worker pids, and how many workers are ready
+    /// (exit 0 when running, 3 when stopped).
     Status(AppPathArgs),
     /// Collect the `metrics` filter's events: live table, Graphite, figures on exit.
     Stats(crate::stats::StatsArgs),
@@ -63,7 +66,10 @@ pub struct SignalArgs {
     /// The app folder (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub app_path: Option<PathBuf>,
-    /// Signal to send, by number (15) or name (TERM, SIGTERM).
+    /// Signal to send, by number (15) or name (TERM, SIGTERM). `stop` sends it to the master
+    /// (default TERM); `restart` sends it to every worker (default: HUP to the master).
+    /// Only a pid that holds the folder's lock (its master) or is that master's child is
+    /// signalled.
     #[arg(long, value_name = "N", value_parser = parse_signal)]
     pub send_signal: Option<i32>,
 }
@@ -105,7 +111,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub loader_dir: Vec<PathBuf>,
     /// Number of worker processes (default 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::master::MAX_WORKERS as i64))]
     pub workers: Option<u32>,
     /// Replace workers that die (the default).
     #[arg(long, overrides_with = "no_keep_alive")]
@@ -158,6 +164,10 @@ pub struct ServeArgs {
     /// Seconds a graceful stop waits for workers before killing them (default 30).
     #[arg(long, value_name = "SECONDS")]
     pub graceful_timeout: Option<u64>,
+    /// Kill a worker that has not loaded the app after this many seconds (default 60, 0: off);
+    /// it counts as a load failure (the master exits 3 when no worker ever loaded it).
+    #[arg(long, value_name = "SECONDS")]
+    pub load_timeout: Option<u64>,
     /// Run as this user (name or uid); root only.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use gateway::app_folder::{AppFolder, Role};
+use gateway::app_folder::{AppFolder, MasterCheck, Role};
 use gateway::cli::{Cli, Command, SignalArgs};
 use gateway::config::{WORKER_CONFIG_ENV, WorkerConfig};
 use gateway::logging::{self, LogSpec};
@@ -66,7 +66,7 @@ fn worker_main(json: &str) -> ExitCode {
         let applied = serde_json::from_str::<process::Privileges>(&p)
             .context("worker privileges")
             .and_then(|p| {
-                process::apply_privileges(&p)?;
+                process::drop_worker_privileges(&p)?;
                 Ok(p)
             });
         match applied {
@@ -74,7 +74,8 @@ fn worker_main(json: &str) -> ExitCode {
             Ok(_) => {}
             Err(e) => {
                 tracing::error!("cannot drop privileges: {e:#}");
-                return ExitCode::from(2);
+                // A boot failure: the master counts it as one like a load failure.
+                return ExitCode::from(master::backoff::EXIT_APP_LOAD_FAILED as u8);
             }
         }
     }
@@ -110,35 +111,60 @@ fn signal_pids(pids: &[u32], sig: i32, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The folder's master: a live pid from `pid/master/` that holds the folder's lock. Pids
+/// that are alive but not the master (stale files, reused numbers) are named and skipped.
+fn the_master(folder: &AppFolder) -> anyhow::Result<u32> {
+    let mut found = None;
+    for pid in folder.pids(Role::Master) {
+        match folder.is_master(pid) {
+            MasterCheck::Master => found = Some(pid),
+            MasterCheck::Dead => {}
+            MasterCheck::Other => eprintln!(
+                "wsgid: pid {pid} in pid/master/ is not the master of {} (a stale pid file): \
+                 not signalled",
+                folder.root().display()
+            ),
+            MasterCheck::Unknown => eprintln!(
+                "wsgid: cannot check whether pid {pid} is the master of {} (its /proc entry is \
+                 not readable by this user): not signalled",
+                folder.root().display()
+            ),
+        }
+    }
+    found.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no running master in {} (pid/master/ names no live process holding the folder's \
+             lock)",
+            folder.root().display()
+        )
+    })
+}
+
+/// `wsgid stop`: the signal (default SIGTERM, graceful) to the folder's master, once checked.
 fn stop(a: &SignalArgs) -> anyhow::Result<ExitCode> {
     let folder = AppFolder::new(absolute_app_path(a.app_path.as_deref()));
-    let masters = folder.live_pids(Role::Master);
-    if masters.is_empty() {
-        bail!(
-            "no running master in {} (pid/master/ holds no live pid)",
-            folder.root().display()
-        );
-    }
-    signal_pids(&masters, a.send_signal.unwrap_or(libc::SIGTERM), "master")?;
+    let master = the_master(&folder)?;
+    signal_pids(&[master], a.send_signal.unwrap_or(libc::SIGTERM), "master")?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Without `--send-signal`: SIGHUP to the master, which restarts its workers one at a time.
-/// With it: the signal goes to every worker, as the original did.
+/// With it: the signal goes to every worker of the folder's master, as the original did. Only
+/// the checked master and its own children are signalled.
 fn restart(a: &SignalArgs) -> anyhow::Result<ExitCode> {
     let folder = AppFolder::new(absolute_app_path(a.app_path.as_deref()));
-    let masters = folder.live_pids(Role::Master);
+    let master = the_master(&folder)?;
     match a.send_signal {
-        None if !masters.is_empty() => signal_pids(&masters, libc::SIGHUP, "master")?,
-        sig => {
-            let workers = folder.live_pids(Role::Worker);
+        None => signal_pids(&[master], libc::SIGHUP, "master")?,
+        Some(sig) => {
+            let workers = folder.workers_of(master);
             if workers.is_empty() {
                 bail!(
-                    "no running worker in {} (pid/worker/ holds no live pid)",
+                    "no running worker of master pid {master} in {} (pid/worker/)",
                     folder.root().display()
                 );
             }
-            signal_pids(&workers, sig.unwrap_or(libc::SIGTERM), "worker")?;
+            signal_pids(&workers, sig, "worker")?;
         }
     }
     Ok(ExitCode::SUCCESS)

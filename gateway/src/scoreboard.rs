@@ -4,13 +4,15 @@
 //! request. The master reads it to detect workers stuck longer than `--timeout` and to answer
 //! their client with a 504.
 //!
-//! Worker side: [`Slot::from_env`], [`Slot::ready`], [`Slot::begin`], [`Slot::end`].
-//! Master side: [`SlotOwner`].
+//! Worker side: [`Slot::from_env`], [`report_loaded`], [`Slot::ready`], [`Slot::begin`],
+//! [`note_reply_started`], [`Slot::end`]. Master side: [`SlotOwner`], whose reads are bounded:
+//! a slot whose sequence stays odd (a worker killed inside [`Slot::begin`], or app code writing
+//! the page) reads as [`Torn`] instead of spinning forever.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 /// Environment variable naming the inherited scoreboard fd (a decimal fd number).
 pub const SCOREBOARD_FD_ENV: &str = "WSGID_SCOREBOARD_FD";
@@ -46,9 +48,15 @@ struct Shared {
     /// Requests finished.
     requests: AtomicU64,
     sender: [AtomicU8; SENDER_MAX],
+    /// Non-zero once a reply frame of the request in flight went to ZeroMQ (reset by `begin`).
+    replied: AtomicU32,
 }
 
 const MAP_LEN: usize = 4096;
+
+/// How many times [`SlotOwner::read`] retries a slot whose sequence is odd before reporting it
+/// [`Torn`] (a writer holds it odd for well under a microsecond).
+pub const READ_RETRIES: u32 = 20_000;
 const _: () = assert!(std::mem::size_of::<Shared>() <= MAP_LEN);
 
 struct Mapping {
@@ -142,10 +150,12 @@ impl Slot {
             .and_then(|s| s.parse::<RawFd>().ok())
             .filter(|&fd| fd >= 0 && set_cloexec(fd))
             .unwrap_or(-1);
-        Some(Slot {
+        let slot = Slot {
             map,
             ready_fd: AtomicI32::new(ready_fd),
-        })
+        };
+        CURRENT.store(slot.map.ptr.as_ptr(), Ordering::Release);
+        Some(slot)
     }
 
     /// The worker serves: the app is loaded and the sockets are connected. Tells the master
@@ -177,6 +187,7 @@ impl Slot {
         s.conn_id.store(conn_id, Ordering::Relaxed);
         s.started_ns.store(monotonic_ns(), Ordering::Relaxed);
         s.state.store(BUSY, Ordering::Relaxed);
+        s.replied.store(0, Ordering::Relaxed);
         s.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
@@ -185,6 +196,53 @@ impl Slot {
         let s = self.map.shared();
         s.state.store(IDLE, Ordering::Release);
         s.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Forget the global pointer before the mapping goes (only if it is ours).
+        let _ = CURRENT.compare_exchange(
+            self.map.ptr.as_ptr(),
+            std::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The slot of this worker process, for [`note_reply_started`] (null when none is mapped).
+static CURRENT: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A reply frame of the request in flight is about to go to ZeroMQ: from now on the master
+/// must not answer that request with a 504 (its client may already have bytes of this
+/// response), only close it. Called before every send, so the mark never comes late. A no-op
+/// in a process without a slot.
+pub fn note_reply_started() {
+    let p = CURRENT.load(Ordering::Acquire);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: CURRENT points into the mapping of the live `Slot` (cleared in its Drop before
+    // the unmap); the field is an atomic.
+    unsafe { (*p).replied.store(1, Ordering::Release) };
+}
+
+/// The worker has loaded the app (before it connects its sockets): one `L` byte on the
+/// readiness pipe, so the master knows the app can be loaded (see [`Slot::ready`] for `R`).
+/// A no-op without a master.
+pub fn report_loaded() {
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|s| s.parse::<RawFd>().ok())
+        .filter(|&fd| fd >= 0)
+    else {
+        return;
+    };
+    // SAFETY: one byte written to the pipe end the master passed; errors (master gone, fd
+    // already closed) are moot.
+    unsafe {
+        libc::write(fd, b"L".as_ptr().cast(), 1);
     }
 }
 
@@ -206,6 +264,22 @@ pub struct Snapshot {
     pub started_ns: u64,
     /// Requests finished so far.
     pub requests: u64,
+    /// The seqlock's value: it changes with every [`Slot::begin`], so it names the request.
+    pub seq: u64,
+    /// A reply frame of the request in flight was handed to ZeroMQ (its head may be out).
+    pub replied: bool,
+}
+
+/// A slot whose sequence stayed odd for [`READ_RETRIES`] reads: its writer is stuck inside
+/// [`Slot::begin`] (stopped or killed there) or something else wrote the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "scoreboard slot torn: its sequence stayed odd ({seq}) for {READ_RETRIES} reads, expected \
+     an even one"
+)]
+pub struct Torn {
+    /// The odd sequence value seen last.
+    pub seq: u64,
 }
 
 /// The master's side of one worker's slot.
@@ -239,13 +313,20 @@ impl SlotOwner {
         self.fd.as_raw_fd()
     }
 
-    /// A consistent read of the slot.
-    pub fn read(&self) -> Snapshot {
+    /// A consistent read of the slot, or [`Torn`] when its sequence stays odd: bounded, never
+    /// a busy loop forever.
+    pub fn read(&self) -> Result<Snapshot, Torn> {
         let s = self.map.shared();
-        loop {
-            let seq1 = s.seq.load(Ordering::Acquire);
+        let mut seq1 = 0;
+        for attempt in 0..READ_RETRIES {
+            seq1 = s.seq.load(Ordering::Acquire);
             if seq1 % 2 == 1 {
-                std::hint::spin_loop();
+                if attempt % 1000 == 999 {
+                    // A writer preempted mid-write: let it run.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             let state = match s.state.load(Ordering::Relaxed) {
@@ -261,17 +342,27 @@ impl SlotOwner {
             let conn_id = s.conn_id.load(Ordering::Relaxed);
             let started_ns = s.started_ns.load(Ordering::Relaxed);
             let requests = s.requests.load(Ordering::Relaxed);
+            let replied = s.replied.load(Ordering::Relaxed) != 0;
             fence(Ordering::Acquire);
             if s.seq.load(Ordering::Relaxed) == seq1 {
-                return Snapshot {
+                return Ok(Snapshot {
                     state,
                     sender,
                     conn_id,
                     started_ns,
                     requests,
-                };
+                    seq: seq1,
+                    replied,
+                });
             }
         }
+        Err(Torn { seq: seq1 })
+    }
+
+    /// Test support: writes `seq` as the slot's sequence (an odd value tears it).
+    #[cfg(test)]
+    fn force_seq(&self, seq: u64) {
+        self.map.shared().seq.store(seq, Ordering::Release);
     }
 }
 
@@ -290,23 +381,23 @@ mod tests {
     #[test]
     fn begin_end_are_seen_by_the_owner() {
         let owner = SlotOwner::new().unwrap();
-        assert_eq!(owner.read().state, State::Starting);
+        assert_eq!(owner.read().unwrap().state, State::Starting);
         let slot = worker_view(&owner);
         slot.ready();
-        assert_eq!(owner.read().state, State::Idle);
+        assert_eq!(owner.read().unwrap().state, State::Idle);
         let before = now_ns();
         slot.begin(b"54c6755b-9628-40a4-9a2d-cc82a816345e", 42);
-        let snap = owner.read();
+        let snap = owner.read().unwrap();
         assert_eq!(snap.state, State::Busy);
         assert_eq!(snap.sender, b"54c6755b-9628-40a4-9a2d-cc82a816345e");
         assert_eq!(snap.conn_id, 42);
         assert!(snap.started_ns >= before && snap.started_ns <= now_ns());
         slot.end();
-        let snap = owner.read();
+        let snap = owner.read().unwrap();
         assert_eq!(snap.state, State::Idle);
         assert_eq!(snap.requests, 1);
         slot.begin(&[b'x'; 500], u64::MAX);
-        let snap = owner.read();
+        let snap = owner.read().unwrap();
         assert_eq!(snap.sender.len(), SENDER_MAX);
         assert_eq!(snap.conn_id, u64::MAX);
     }
@@ -331,5 +422,42 @@ mod tests {
         // SAFETY: as above; EOF now since the write end was dropped.
         let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn a_slot_stuck_odd_reads_as_torn_and_recovers() {
+        let owner = SlotOwner::new().unwrap();
+        let slot = worker_view(&owner);
+        slot.begin(b"s", 1);
+        let good = owner.read().unwrap();
+        owner.force_seq(good.seq + 1);
+        assert_eq!(owner.read(), Err(Torn { seq: good.seq + 1 }));
+        owner.force_seq(good.seq + 2);
+        assert_eq!(owner.read().unwrap().conn_id, 1);
+    }
+
+    #[test]
+    fn replies_are_marked_per_request() {
+        let owner = SlotOwner::new().unwrap();
+        let slot = worker_view(&owner);
+        CURRENT.store(slot.map.ptr.as_ptr(), Ordering::Release);
+        slot.begin(b"s", 1);
+        let first = owner.read().unwrap();
+        assert!(!first.replied);
+        note_reply_started();
+        let marked = owner.read().unwrap();
+        assert!(marked.replied);
+        assert_eq!(
+            marked.seq, first.seq,
+            "the mark does not change the request"
+        );
+        slot.end();
+        slot.begin(b"s", 2);
+        let second = owner.read().unwrap();
+        assert!(!second.replied, "begin resets the mark");
+        assert_ne!(second.seq, first.seq);
+        drop(slot);
+        assert!(CURRENT.load(Ordering::Relaxed).is_null());
+        note_reply_started(); // no slot: a no-op
     }
 }

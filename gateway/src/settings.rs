@@ -19,6 +19,9 @@ pub const CONFIG_FILE: &str = "wsgid.json";
 
 /// Default `--graceful-timeout`, seconds (gunicorn's).
 pub const DEFAULT_GRACEFUL_TIMEOUT: u64 = 30;
+/// Default `--load-timeout`, seconds: a worker that has not loaded the app by then is killed
+/// and counts as a load failure.
+pub const DEFAULT_LOAD_TIMEOUT: u64 = 60;
 
 /// Default access log format (gunicorn's).
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
@@ -108,6 +111,8 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     /// `--graceful-timeout`.
     pub graceful_timeout: Duration,
+    /// `--load-timeout` (None: off).
+    pub load_timeout: Option<Duration>,
     /// `--user`.
     pub user: Option<String>,
     /// `--group`.
@@ -221,6 +226,13 @@ impl Settings {
                     .or(file.graceful_timeout)
                     .unwrap_or(DEFAULT_GRACEFUL_TIMEOUT),
             ),
+            load_timeout: Some(
+                args.load_timeout
+                    .or(file.load_timeout)
+                    .unwrap_or(DEFAULT_LOAD_TIMEOUT),
+            )
+            .filter(|&t| t > 0)
+            .map(Duration::from_secs),
             user: args.user.clone().or_else(|| file.user.clone()),
             group: args.group.clone().or_else(|| file.group.clone()),
             access_log,
@@ -252,6 +264,13 @@ impl Settings {
             return Err(format!(
                 "--app-path: expected a directory, found nothing at {}",
                 self.app_path.display()
+            ));
+        }
+        if self.workers > crate::master::MAX_WORKERS {
+            return Err(format!(
+                "workers: expected 1..={}, found {} (each worker is a Python process)",
+                crate::master::MAX_WORKERS,
+                self.workers
             ));
         }
         if self.recv.is_empty() {
@@ -339,6 +358,7 @@ pub struct FileConfig {
     pub max_requests_jitter: Option<u64>,
     pub timeout: Option<u64>,
     pub graceful_timeout: Option<u64>,
+    pub load_timeout: Option<u64>,
     pub user: Option<String>,
     pub group: Option<String>,
     pub access_log: Option<PathBuf>,
@@ -373,6 +393,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_requests_jitter",
     "timeout",
     "graceful_timeout",
+    "load_timeout",
     "user",
     "group",
     "access_log",
@@ -426,6 +447,7 @@ impl FileConfig {
             max_requests_jitter: r.uint("max_requests_jitter")?,
             timeout: r.uint("timeout")?,
             graceful_timeout: r.uint("graceful_timeout")?,
+            load_timeout: r.uint("load_timeout")?,
             user: r.string("user")?,
             group: r.string("group")?,
             access_log: r.string("access_log")?.map(PathBuf::from),
@@ -668,6 +690,7 @@ pub fn apply_config_args(map: &mut Map<String, Value>, args: &ConfigArgs) {
         ("max_requests_jitter", s.max_requests_jitter),
         ("timeout", s.timeout),
         ("graceful_timeout", s.graceful_timeout),
+        ("load_timeout", s.load_timeout),
         ("max_upload_size", s.max_upload_size),
         ("upload_max_age", s.upload_max_age),
     ] {
@@ -792,6 +815,23 @@ mod tests {
             s.envs,
             vec![("B".into(), "file".into()), ("A".into(), "cli".into())]
         );
+    }
+
+    #[test]
+    fn more_workers_than_a_master_runs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileConfig {
+            workers: Some(100_000),
+            ..FileConfig::default()
+        };
+        let args = ServeArgs {
+            recv: vec!["tcp://127.0.0.1:1".into()],
+            send: vec!["tcp://127.0.0.1:2".into()],
+            ..ServeArgs::default()
+        };
+        let s = Settings::merge(dir.path().to_path_buf(), &file, &args);
+        let e = s.validate_for_serving().unwrap_err();
+        assert!(e.contains("expected 1..=1024, found 100000"), "{e}");
     }
 
     #[test]

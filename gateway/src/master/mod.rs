@@ -1,7 +1,13 @@
 //! The master process: starts N workers by re-executing this binary (it never initialises
 //! Python itself), keeps them alive with crash-loop backoff, restarts them one at a time
 //! (`wsgid restart`, SIGHUP), recycles stuck ones (`--timeout`, answering their client 504
-//! over its own PUB socket), and stops gracefully (SIGTERM/SIGINT) or at once (SIGQUIT).
+//! over its own PUB socket, see [`stuck`]), and stops gracefully (SIGTERM/SIGINT) or at once
+//! (SIGQUIT).
+//!
+//! One master per app folder: it holds an exclusive lock on `pid/` for its whole life. When
+//! no worker has ever loaded the app and one fails to (exit code 3, or still loading after
+//! `--load-timeout`), the master gives up with exit code 3, as gunicorn does; once the app
+//! loaded, failures only back off.
 //!
 //! Its loop sleeps in `poll` on a signal self-pipe and the workers' readiness pipes, with a
 //! deadline only when one is pending (backoff, stop, timeout checks): no busy polling.
@@ -9,6 +15,7 @@
 pub mod backoff;
 pub mod process;
 pub mod signals;
+pub mod stuck;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -17,18 +24,28 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tracing::{debug, error, info, warn};
 
-use crate::app_folder::{AppFolder, Role};
+use crate::app_folder::{AppFolder, MasterLock, Role};
 use crate::cli::ServeArgs;
 use crate::logging::{self, LogSpec};
 use crate::scoreboard::{self, SlotOwner, State};
 use crate::settings::Settings;
-use backoff::{Backoff, ExitStatus, Verdict, classify};
+use backoff::{Backoff, EXIT_APP_LOAD_FAILED, ExitStatus, Verdict, classify};
 use process::{DaemonNotifier, Privileges, SpawnSpec};
 use signals::SignalPipe;
 
 /// How long a rolling restart waits for a new worker to report ready before going on anyway
 /// (a worker that never reports would otherwise stall it).
 const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// The most workers a master runs (the bound of `--workers`), also for SIGTTIN: a signal
+/// loop cannot make it fork without end.
+pub const MAX_WORKERS: usize = 1024;
+
+/// A slot that reads torn this long is treated as dead: its worker cannot be supervised.
+const TORN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Longest the master waits for a stuck worker to be reported stopped.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Body of the 504 the master sends for a request whose worker timed out.
 const TIMEOUT_BODY: &[u8] = b"504 Gateway Timeout: the application did not answer in time.\n";
@@ -47,6 +64,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.group.as_deref(),
         settings.chroot,
     )?;
+
+    // One master per folder: the lock is taken before daemonizing, so a second start fails
+    // on the terminal; the daemon inherits it (close-on-exec: workers never hold it).
+    if !settings.no_daemon {
+        folder
+            .ensure_runtime_dirs()
+            .with_context(|| format!("creating logs/ and pid/ in {}", folder.root().display()))?;
+    }
+    let lock = if folder.pid_dir().is_dir() {
+        Some(folder.lock_master()?)
+    } else {
+        None
+    };
 
     let (notifier, log_spec) = if settings.no_daemon {
         // In the foreground the folder is written to only when it was set up by `wsgid init`.
@@ -95,6 +125,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let mut master = Master::new(args, settings, folder, log_spec, worker_privileges)?;
+    master.lock = lock;
     let code = master.run(notifier);
     std::process::exit(code);
 }
@@ -112,11 +143,62 @@ struct Worker {
     killed: bool,
     /// SIGKILL already sent.
     hard_killed: bool,
+    /// The app is loaded (`L` on the readiness pipe, or ready).
+    loaded: bool,
+    /// Killed for not loading the app within `--load-timeout`: a load failure.
+    load_timed_out: bool,
+    /// Since when its slot reads torn (None: it reads fine).
+    torn_since: Option<Instant>,
+    /// Its pid file says ready.
+    marked_ready: bool,
 }
 
 impl Worker {
     fn active(&self) -> bool {
         self.retiring.is_none() && !self.killed
+    }
+
+    /// Reads the slot; a torn read starts (or continues) the torn clock.
+    fn snapshot(&mut self) -> Option<scoreboard::Snapshot> {
+        match self.slot.read() {
+            Ok(s) => {
+                self.torn_since = None;
+                Some(s)
+            }
+            Err(_) => {
+                self.torn_since.get_or_insert_with(Instant::now);
+                None
+            }
+        }
+    }
+
+    /// Reads what is left on the readiness pipe of an exited worker: an `L` it wrote just
+    /// before exiting must count even when the exit is seen first.
+    fn drain_ready_pipe(&mut self, pid: u32) {
+        while let Some(p) = &self.ready_pipe {
+            let mut buf = [0u8; 8];
+            // SAFETY: non-blocking read into a local buffer from our pipe end.
+            let n = unsafe { libc::read(p.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                self.ready_pipe = None;
+                return;
+            }
+            self.on_ready_bytes(pid, &buf[..n as usize]);
+        }
+    }
+
+    /// Bytes read from the readiness pipe: `L` loaded, `R` ready (then the pipe is done).
+    fn on_ready_bytes(&mut self, pid: u32, bytes: &[u8]) {
+        if bytes.contains(&b'L') && !self.loaded {
+            self.loaded = true;
+            debug!("worker pid={pid} loaded the app");
+        }
+        if bytes.contains(&b'R') {
+            self.loaded = true;
+            self.ready = true;
+            self.ready_pipe = None;
+            info!("worker pid={pid} ready");
+        }
     }
 }
 
@@ -165,6 +247,22 @@ impl Responder {
         }
         Ok(())
     }
+
+    /// The zero-length frame alone: Mongrel2 closes `conn_id` (its response had begun).
+    fn close(&self, sender: &[u8], conn_id: u64) -> anyhow::Result<()> {
+        let mut close = Vec::new();
+        protocol::encode_reply(&mut close, sender, &[conn_id], b"")?;
+        self.sock.send(&close, 0)?;
+        Ok(())
+    }
+
+    /// Answers a timed-out request as [`stuck::decide`] said.
+    fn answer(&self, answer: stuck::Answer, sender: &[u8], conn_id: u64) -> anyhow::Result<()> {
+        match answer {
+            stuck::Answer::GatewayTimeout => self.gateway_timeout(sender, conn_id),
+            stuck::Answer::Close => self.close(sender, conn_id),
+        }
+    }
 }
 
 /// The two reply frames answering a timed-out request: the 504 response, then the close.
@@ -200,6 +298,15 @@ pub struct Master {
     rolling: Option<Rolling>,
     responder: Option<Responder>,
     pid_files: bool,
+    /// The folder's lock (None when the folder has no `pid/`).
+    lock: Option<MasterLock>,
+    /// Tells a daemon's launcher how the start went.
+    notifier: DaemonNotifier,
+    /// Some worker has loaded the app: from then on load failures back off instead of ending
+    /// the master.
+    ever_loaded: bool,
+    /// The exit code `run` returns.
+    exit_code: i32,
 }
 
 impl Master {
@@ -227,6 +334,10 @@ impl Master {
             rolling: None,
             responder: None,
             pid_files,
+            lock: None,
+            notifier: DaemonNotifier::none(),
+            ever_loaded: false,
+            exit_code: 0,
         };
         m.connect_responder();
         Ok(m)
@@ -243,10 +354,19 @@ impl Master {
     }
 
     /// Runs until stopped; returns the process exit code.
-    pub fn run(&mut self, mut notifier: DaemonNotifier) -> i32 {
+    pub fn run(&mut self, notifier: DaemonNotifier) -> i32 {
+        self.notifier = notifier;
         let me = std::process::id();
         if self.pid_files {
-            self.folder.prune_dead(Role::Master);
+            if self.lock.is_some() {
+                // Holding the lock, no other master of this folder exists: every other
+                // master pid file is stale, even one naming a live (reused) pid.
+                for pid in self.folder.pids(Role::Master) {
+                    if pid != me {
+                        self.folder.remove_pid(Role::Master, pid);
+                    }
+                }
+            }
             self.folder.prune_dead(Role::Worker);
             if let Err(e) = self.folder.write_pid(Role::Master, me) {
                 warn!("cannot write the master pid file: {e}");
@@ -260,7 +380,6 @@ impl Master {
             self.settings.send
         );
         self.maintain();
-        notifier.started();
         loop {
             self.reap();
             for sig in self.signals.drain() {
@@ -270,7 +389,10 @@ impl Master {
             match self.phase {
                 Phase::Serving => {
                     self.check_readiness();
+                    self.note_progress();
+                    self.check_load_timeouts();
                     self.check_timeouts();
+                    self.kill_torn_slots();
                     self.kill_overdue_retirees();
                     self.advance_rolling();
                     self.maintain();
@@ -284,6 +406,9 @@ impl Master {
                         info!("all workers stopped; exiting");
                         break;
                     }
+                    // Leaving workers stay under --timeout: a stuck request is answered
+                    // after it, not left silent until the graceful timeout.
+                    self.check_timeouts();
                     if !killed && Instant::now() >= deadline {
                         warn!(
                             "graceful timeout: killing {} worker(s) still running",
@@ -302,7 +427,79 @@ impl Master {
         if self.pid_files {
             self.folder.remove_pid(Role::Master, me);
         }
-        0
+        self.exit_code
+    }
+
+    /// Records what workers reported: the first loaded app tells a daemon's launcher that
+    /// the start worked; ready workers are marked in their pid file (`wsgid status`).
+    fn note_progress(&mut self) {
+        for (&pid, w) in self.workers.iter_mut() {
+            if w.loaded && !self.ever_loaded {
+                self.ever_loaded = true;
+                self.notifier.started();
+            }
+            if w.ready && !w.marked_ready {
+                w.marked_ready = true;
+                if self.pid_files
+                    && let Err(e) = self.folder.mark_ready(pid)
+                {
+                    warn!("cannot mark worker pid={pid} ready in its pid file: {e}");
+                }
+            }
+        }
+    }
+
+    /// Gives up: every worker is killed and `run` returns `code` (a daemon's launcher exits
+    /// with it too).
+    fn fail(&mut self, code: u8) {
+        self.exit_code = i32::from(code);
+        self.notifier.failed(code);
+        self.rolling = None;
+        self.kill_all(libc::SIGKILL);
+        self.phase = Phase::Stopping {
+            deadline: Instant::now(),
+            killed: true,
+        };
+    }
+
+    /// Kills workers still loading the app after `--load-timeout` (a load failure each).
+    fn check_load_timeouts(&mut self) {
+        let Some(limit) = self.settings.load_timeout else {
+            return;
+        };
+        for (&pid, w) in self.workers.iter_mut() {
+            if w.loaded || w.hard_killed || w.started.elapsed() < limit {
+                continue;
+            }
+            error!(
+                "worker pid={pid} has not loaded the app after {}s (--load-timeout): killing it; \
+                 this counts as a load failure",
+                limit.as_secs()
+            );
+            w.load_timed_out = true;
+            w.hard_killed = true;
+            let _ = signals::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+
+    /// Kills workers whose slot stayed torn for [`TORN_LIMIT`]: the master can no longer see
+    /// what they do (killed inside a slot write, or the app wrote the page), so the slot is
+    /// treated as dead and the worker replaced.
+    fn kill_torn_slots(&mut self) {
+        for (&pid, w) in self.workers.iter_mut() {
+            let Some(since) = w.torn_since else { continue };
+            if w.hard_killed || since.elapsed() < TORN_LIMIT {
+                continue;
+            }
+            error!(
+                "worker pid={pid}: its scoreboard slot stayed torn (sequence odd) for {:.1}s: \
+                 treating the slot as dead, killing the worker (it is replaced)",
+                since.elapsed().as_secs_f64()
+            );
+            w.killed = true;
+            w.hard_killed = true;
+            let _ = signals::kill(pid as i32, libc::SIGKILL);
+        }
     }
 
     /// Sleeps until a signal, a readiness byte, or the nearest deadline.
@@ -312,6 +509,12 @@ impl Master {
         let mut consider = |t: Instant| {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         };
+        if let Some(t) = self.settings.timeout
+            && self.workers.values().any(|w| w.ready && !w.hard_killed)
+        {
+            let tick = (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            consider(now + tick);
+        }
         if let Some(t) = self.next_spawn_at {
             consider(t);
         }
@@ -322,12 +525,6 @@ impl Master {
             } => consider(d),
             Phase::Stopping { killed: true, .. } => consider(now + Duration::from_secs(1)),
             Phase::Serving => {
-                if let Some(t) = self.settings.timeout
-                    && self.workers.values().any(|w| w.active() && w.ready)
-                {
-                    let tick = (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-                    consider(now + tick);
-                }
                 if let Some(new) = self.rolling.as_ref().and_then(|r| r.new)
                     && let Some(w) = self.workers.get(&new)
                 {
@@ -338,6 +535,17 @@ impl Master {
                         && !w.hard_killed
                     {
                         consider(since + self.settings.graceful_timeout);
+                    }
+                    if let Some(limit) = self.settings.load_timeout
+                        && !w.loaded
+                        && !w.hard_killed
+                    {
+                        consider(w.started + limit);
+                    }
+                    if let Some(since) = w.torn_since
+                        && !w.hard_killed
+                    {
+                        consider(since + TORN_LIMIT);
                     }
                     // Readiness is also visible in the slot when the pipe is not used.
                     if !w.ready && w.ready_pipe.is_none() {
@@ -368,12 +576,10 @@ impl Master {
             let mut buf = [0u8; 8];
             // SAFETY: non-blocking read into a local buffer from our pipe end.
             let n = unsafe { libc::read(p.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 && buf[..n as usize].contains(&b'R') {
-                w.ready = true;
-                info!("worker pid={pid} ready");
-            }
-            if n >= 0 {
-                // A byte was read, or EOF (the worker is gone or closed it): done with the pipe.
+            if n > 0 {
+                w.on_ready_bytes(pid, &buf[..n as usize]);
+            } else if n == 0 {
+                // EOF: the worker is gone or closed it; done with the pipe.
                 w.ready_pipe = None;
             }
         }
@@ -390,8 +596,12 @@ impl Master {
                 self.begin_rolling();
             }
             libc::SIGTTIN => {
-                self.target += 1;
-                info!("SIGTTIN: {} worker(s) now", self.target);
+                if self.target < MAX_WORKERS {
+                    self.target += 1;
+                    info!("SIGTTIN: {} worker(s) now", self.target);
+                } else {
+                    warn!("SIGTTIN: already {MAX_WORKERS} workers, the most --workers allows");
+                }
             }
             libc::SIGTTOU => {
                 if self.target > 1 {
@@ -458,7 +668,12 @@ impl Master {
     }
 
     fn reload(&mut self) {
-        match Settings::load(&self.args) {
+        match Settings::load(&self.args)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| {
+                s.validate_for_serving().map_err(anyhow::Error::msg)?;
+                Ok(s)
+            }) {
             Ok(s) => {
                 if s.app_path != self.settings.app_path {
                     warn!("reload: the app folder cannot change; keeping the old one");
@@ -653,6 +868,10 @@ impl Master {
                         retiring: None,
                         killed: false,
                         hard_killed: false,
+                        loaded: false,
+                        load_timed_out: false,
+                        torn_since: None,
+                        marked_ready: false,
                     },
                 );
                 Some(pid)
@@ -673,95 +892,169 @@ impl Master {
             if pid <= 0 {
                 return;
             }
-            let pid = pid as u32;
-            let Some(w) = self.workers.remove(&pid) else {
-                continue;
+            self.on_exit(pid as u32, status);
+        }
+    }
+
+    /// A worker exited with this `waitpid` status.
+    fn on_exit(&mut self, pid: u32, status: i32) {
+        let Some(mut w) = self.workers.remove(&pid) else {
+            return;
+        };
+        w.drain_ready_pipe(pid);
+        if self.pid_files {
+            self.folder.remove_pid(Role::Worker, pid);
+        }
+        let exit = ExitStatus::from_wait(status);
+        let lifetime = w.started.elapsed();
+        if w.retiring.is_some() {
+            info!("worker pid={pid} stopped ({exit})");
+            return;
+        }
+        if w.killed {
+            info!("worker pid={pid} killed by the master; replacing it");
+            return;
+        }
+        let load_failure = w.load_timed_out || died_loading(exit, w.loaded);
+        if load_failure && !self.ever_loaded {
+            let why = if w.load_timed_out {
+                "still loading it after --load-timeout".to_string()
+            } else {
+                exit.to_string()
             };
-            if self.pid_files {
-                self.folder.remove_pid(Role::Worker, pid);
+            error!(
+                "wsgid cannot load the app: worker pid={pid} failed ({why}) and no worker ever \
+                 loaded it; the master exits with code {EXIT_APP_LOAD_FAILED} (the error is logged \
+                 above)"
+            );
+            self.fail(EXIT_APP_LOAD_FAILED as u8);
+            return;
+        }
+        if lifetime >= backoff::STABLE_LIFETIME && !load_failure {
+            self.backoff.reset();
+        }
+        let verdict = if load_failure {
+            Verdict::Failure
+        } else {
+            classify(exit, lifetime)
+        };
+        match verdict {
+            Verdict::Expected => {
+                info!("worker pid={pid} exited ({exit}) after {lifetime:.1?}; replacing it")
             }
-            let exit = ExitStatus::from_wait(status);
-            let lifetime = w.started.elapsed();
-            if w.retiring.is_some() {
-                info!("worker pid={pid} stopped ({exit})");
-                continue;
+            Verdict::Crash => {
+                warn!("worker pid={pid} died ({exit}) after {lifetime:.1?}; replacing it")
             }
-            if w.killed {
-                info!("worker pid={pid} killed after --timeout; replacing it");
-                continue;
+            Verdict::Failure => {
+                let delay = self.backoff.fail();
+                warn!(
+                    "worker pid={pid} died ({exit}) after {:.2}s; {} failure(s) in a row: \
+                     next worker in {:.1}s (backoff)",
+                    lifetime.as_secs_f64(),
+                    self.backoff.failures(),
+                    delay.as_secs_f64()
+                );
+                self.next_spawn_at = Some(Instant::now() + delay);
             }
-            if lifetime >= backoff::STABLE_LIFETIME {
-                self.backoff.reset();
-            }
-            match classify(exit, lifetime) {
-                Verdict::Expected => {
-                    info!("worker pid={pid} exited ({exit}) after {lifetime:.1?}; replacing it")
-                }
-                Verdict::Crash => {
-                    warn!("worker pid={pid} died ({exit}) after {lifetime:.1?}; replacing it")
-                }
-                Verdict::Failure => {
-                    let delay = self.backoff.fail();
-                    warn!(
-                        "worker pid={pid} died ({exit}) after {:.2}s; {} failure(s) in a row: \
-                         next worker in {:.1}s (backoff)",
-                        lifetime.as_secs_f64(),
-                        self.backoff.failures(),
-                        delay.as_secs_f64()
-                    );
-                    self.next_spawn_at = Some(Instant::now() + delay);
-                }
-            }
-            if !self.settings.keep_alive {
-                self.target = self.target.saturating_sub(1);
-            }
+        }
+        if !self.settings.keep_alive {
+            self.target = self.target.saturating_sub(1);
         }
     }
 
     fn check_readiness(&mut self) {
         for (&pid, w) in self.workers.iter_mut() {
-            if !w.ready && w.slot.read().state != State::Starting {
+            if w.ready {
+                continue;
+            }
+            if w.snapshot().is_some_and(|s| s.state != State::Starting) {
                 w.ready = true;
+                w.loaded = true;
                 w.ready_pipe = None;
                 info!("worker pid={pid} ready");
             }
         }
     }
 
+    /// Workers in one request longer than `--timeout` are stopped, checked again and, if
+    /// still in it, killed and their client answered (see [`stuck`]). Workers asked to
+    /// leave (graceful stop, rolling restart) are checked too.
     fn check_timeouts(&mut self) {
         let Some(timeout) = self.settings.timeout else {
             return;
         };
         let now = scoreboard::now_ns();
         let limit = timeout.as_nanos() as u64;
+        let mut suspects = Vec::new();
         for (&pid, w) in self.workers.iter_mut() {
-            if !w.active() {
+            if w.killed || w.hard_killed {
                 continue;
             }
-            let snap = w.slot.read();
-            if snap.state != State::Busy || now.saturating_sub(snap.started_ns) <= limit {
-                continue;
+            let Some(snap) = w.snapshot() else { continue };
+            if snap.state == State::Busy && now.saturating_sub(snap.started_ns) > limit {
+                suspects.push((pid, snap));
             }
-            let stuck = Duration::from_nanos(now - snap.started_ns);
-            error!(
-                "WORKER TIMEOUT: worker pid={pid} spent {:.1}s in the request of connection {} \
-                 (sender {}) > --timeout {}s: killing it, answering 504",
-                stuck.as_secs_f64(),
-                snap.conn_id,
-                String::from_utf8_lossy(&snap.sender),
-                timeout.as_secs()
-            );
-            w.killed = true;
-            w.hard_killed = true;
-            let _ = signals::kill(pid as i32, libc::SIGKILL);
-            match &self.responder {
-                Some(r) => {
-                    if let Err(e) = r.gateway_timeout(&snap.sender, snap.conn_id) {
-                        error!("cannot send the 504: {e:#}");
-                    }
+        }
+        for (pid, first) in suspects {
+            self.recycle_if_stuck(pid, &first, timeout);
+        }
+    }
+
+    fn recycle_if_stuck(&mut self, pid: u32, first: &scoreboard::Snapshot, timeout: Duration) {
+        match stuck::stop_and_wait(pid, STOP_WAIT) {
+            Ok(stuck::Stop::Stopped) => {}
+            Ok(stuck::Stop::NotYet) => {
+                warn!("worker pid={pid} not reported stopped after {STOP_WAIT:?}; going on");
+            }
+            Ok(stuck::Stop::Exited(status)) => {
+                self.on_exit(pid, status);
+                return;
+            }
+            Err(e) => {
+                warn!("cannot stop worker pid={pid} to check its request: {e}");
+                return;
+            }
+        }
+        let Some(w) = self.workers.get_mut(&pid) else {
+            return;
+        };
+        let after = w.slot.read();
+        let limit = timeout.as_nanos() as u64;
+        let decision = stuck::decide(
+            first,
+            after.as_ref().map_err(|t| *t),
+            scoreboard::now_ns(),
+            limit,
+        );
+        let (stuck::Decision::Kill(answer), Ok(snap)) = (decision, after) else {
+            debug!("worker pid={pid} moved on before it was stopped; resuming it");
+            let _ = signals::kill(pid as i32, libc::SIGCONT);
+            return;
+        };
+        let stuck_for = Duration::from_nanos(scoreboard::now_ns().saturating_sub(snap.started_ns));
+        let what = match answer {
+            stuck::Answer::GatewayTimeout => "answering 504",
+            stuck::Answer::Close => "closing its connection (its response had begun)",
+        };
+        error!(
+            "WORKER TIMEOUT: worker pid={pid} spent {:.1}s in the request of connection {} \
+             (sender {}) > --timeout {}s: killing it, {what}",
+            stuck_for.as_secs_f64(),
+            snap.conn_id,
+            String::from_utf8_lossy(&snap.sender),
+            timeout.as_secs()
+        );
+        w.killed = true;
+        w.hard_killed = true;
+        // The worker is stopped: nothing more of its own goes out before the kill.
+        let _ = signals::kill(pid as i32, libc::SIGKILL);
+        match &self.responder {
+            Some(r) => {
+                if let Err(e) = r.answer(answer, &snap.sender, snap.conn_id) {
+                    error!("cannot answer the timed-out request: {e:#}");
                 }
-                None => error!("no PUB socket to send the 504 on"),
             }
+            None => error!("no PUB socket to answer the timed-out request on"),
         }
     }
 
@@ -780,6 +1073,28 @@ impl Master {
                 let _ = signals::kill(pid as i32, libc::SIGKILL);
             }
         }
+    }
+}
+
+/// Whether an exit (of a worker the master did not stop) means the app cannot be loaded:
+/// the load-failure code, or the worker ending by itself before it reported the app loaded
+/// (an error exit: Python cannot start; a crash signal: a C extension crashing the import;
+/// even exit 0: `os._exit(0)` or a stray `sys.exit()` at import time, which would otherwise
+/// be replaced at once, forever). A kill from outside (TERM, KILL: an operator, the OOM
+/// killer) is not.
+pub fn died_loading(exit: ExitStatus, loaded: bool) -> bool {
+    const CRASHES: [i32; 6] = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGABRT,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGSYS,
+    ];
+    match exit {
+        ExitStatus::Code(EXIT_APP_LOAD_FAILED) => true,
+        ExitStatus::Code(_) => !loaded,
+        ExitStatus::Signal(s) => !loaded && CRASHES.contains(&s),
     }
 }
 
@@ -820,6 +1135,55 @@ mod tests {
         );
         let r = protocol::parse_reply(&close).unwrap();
         assert_eq!((r.ids.as_slice(), r.payload), (&[77][..], &b""[..]));
+    }
+
+    #[test]
+    fn an_exited_workers_last_bytes_count() {
+        let (r, w) = signals::pipe().unwrap();
+        // SAFETY: writing to our own pipe end.
+        assert_eq!(
+            unsafe { libc::write(w.as_raw_fd(), b"L".as_ptr().cast(), 1) },
+            1
+        );
+        drop(w);
+        let mut worker = Worker {
+            slot: SlotOwner::new().unwrap(),
+            ready_pipe: Some(r),
+            ready: false,
+            started: Instant::now(),
+            retiring: None,
+            killed: false,
+            hard_killed: false,
+            loaded: false,
+            load_timed_out: false,
+            torn_since: None,
+            marked_ready: false,
+        };
+        worker.drain_ready_pipe(1);
+        assert!(worker.loaded && !worker.ready);
+        assert!(worker.ready_pipe.is_none(), "EOF ends the pipe");
+    }
+
+    #[test]
+    fn what_counts_as_a_load_failure() {
+        use ExitStatus::{Code, Signal};
+        assert!(died_loading(Code(3), false));
+        assert!(died_loading(Code(3), true));
+        assert!(died_loading(Code(1), false));
+        assert!(died_loading(Signal(libc::SIGSEGV), false));
+        assert!(
+            !died_loading(Signal(libc::SIGSEGV), true),
+            "a crash after loading"
+        );
+        assert!(
+            died_loading(Code(0), false),
+            "ended by itself before loading"
+        );
+        assert!(!died_loading(Code(0), true), "max-requests, a stop");
+        assert!(
+            !died_loading(Signal(libc::SIGKILL), false),
+            "killed from outside"
+        );
     }
 
     #[test]

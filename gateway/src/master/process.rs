@@ -141,10 +141,37 @@ pub fn apply_privileges(p: &Privileges) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A worker takes the privileges the master kept root for (`--chroot`): chroot, uid/gid,
+/// then re-arms its parent-death signal, which the kernel clears on a credential change (a
+/// worker would otherwise outlive its master), and leaves when the master is already gone.
+pub fn drop_worker_privileges(p: &Privileges) -> anyhow::Result<()> {
+    // SAFETY: getppid has no preconditions.
+    let master = unsafe { libc::getppid() };
+    apply_privileges(p)?;
+    rearm_parent_death_signal(master)
+}
+
+/// Sets PR_SET_PDEATHSIG (SIGTERM) again, then checks that the parent is still `master`: if
+/// it died before the call, no signal will ever come, so that is an error.
+pub fn rearm_parent_death_signal(master: libc::pid_t) -> anyhow::Result<()> {
+    // SAFETY: prctl with an integer argument; getppid has no preconditions.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            return Err(io::Error::last_os_error()).context("prctl(PR_SET_PDEATHSIG)");
+        }
+        let now = libc::getppid();
+        if now != master {
+            bail!("the master (pid {master}) is gone (parent now pid {now}): not starting");
+        }
+    }
+    Ok(())
+}
+
 /// Detaches from the terminal (double fork, new session, stdin from /dev/null, stdout and
-/// stderr appended to `log_file`). The launching process waits until the daemon reports it
-/// has started ([`DaemonNotifier::started`]) and exits 0, or 1 if it did not. Returns in the
-/// daemon only. Must run before any thread exists.
+/// stderr appended to `log_file`). The launching process waits until the daemon reports
+/// that the app loaded ([`DaemonNotifier::started`]: exit 0) or that it failed
+/// ([`DaemonNotifier::failed`]: exit with that code), or exits 1 if the daemon died without a
+/// word. Returns in the daemon only. Must run before any thread exists.
 pub fn daemonize(log_file: &Path) -> anyhow::Result<DaemonNotifier> {
     let (r, w) = super::signals::pipe().context("pipe")?;
     // SAFETY: single-threaded at this point (called first thing by the master).
@@ -163,6 +190,16 @@ pub fn daemonize(log_file: &Path) -> anyhow::Result<DaemonNotifier> {
                 }
                 if n == 1 && buf[0] == b'1' {
                     std::process::exit(0);
+                }
+                if n == 1 && buf[0] == FAILED {
+                    // SAFETY: reading the exit code byte into a local buffer.
+                    let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), 1) };
+                    let code = if n == 1 { i32::from(buf[0]) } else { 1 };
+                    eprintln!(
+                        "wsgid: the daemon exited with code {code}; see {}",
+                        log_file.display()
+                    );
+                    std::process::exit(code);
                 }
                 eprintln!(
                     "wsgid: the daemon did not start; see {}",
@@ -197,6 +234,9 @@ pub fn daemonize(log_file: &Path) -> anyhow::Result<DaemonNotifier> {
     Ok(DaemonNotifier { fd: Some(w) })
 }
 
+/// The byte announcing a failure (the exit code follows) on the daemon's pipe.
+const FAILED: u8 = b'E';
+
 fn set_blocking(fd: RawFd) {
     // SAFETY: fcntl flag manipulation on our own fd.
     unsafe {
@@ -217,12 +257,22 @@ impl DaemonNotifier {
         DaemonNotifier { fd: None }
     }
 
-    /// Tells the launcher the daemon is up (it then exits 0).
+    /// Tells the launcher the daemon is up (it then exits 0). Later calls do nothing.
     pub fn started(&mut self) {
         if let Some(fd) = self.fd.take() {
             // SAFETY: one byte to our pipe.
             unsafe {
                 libc::write(fd.as_raw_fd(), b"1".as_ptr().cast(), 1);
+            }
+        }
+    }
+
+    /// Tells the launcher the daemon gives up with exit `code` (it exits with it too).
+    pub fn failed(&mut self, code: u8) {
+        if let Some(fd) = self.fd.take() {
+            // SAFETY: two bytes to our pipe (atomic: below PIPE_BUF).
+            unsafe {
+                libc::write(fd.as_raw_fd(), [FAILED, code].as_ptr().cast(), 2);
             }
         }
     }
@@ -245,7 +295,8 @@ pub struct SpawnSpec<'a> {
 
 /// Starts a worker: re-executes this binary with [`WORKER_CONFIG_ENV`] set. The worker gets
 /// its own process group (terminal signals reach the master only), dies with SIGTERM if the
-/// master dies, and inherits exactly the two fds it needs.
+/// master dies (and does not start if the master died before that was armed), and inherits
+/// exactly the two fds it needs.
 pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("wsgid: worker")
@@ -270,7 +321,9 @@ pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
         cmd.env(k, v);
     }
     let keep = [spec.scoreboard_fd, spec.ready_fd];
-    // SAFETY: the closure only calls async-signal-safe functions (fcntl, setpgid, prctl).
+    let master = std::process::id() as libc::pid_t;
+    // SAFETY: the closure only calls async-signal-safe functions (fcntl, setpgid, prctl,
+    // getppid).
     unsafe {
         cmd.pre_exec(move || {
             for fd in keep {
@@ -280,6 +333,11 @@ pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
             }
             libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // A master that died between the fork and the prctl sends no signal: do not
+            // start an orphan.
+            if libc::getppid() != master {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }

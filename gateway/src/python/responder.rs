@@ -252,6 +252,7 @@ impl Responder {
     }
 
     fn send_frame(&mut self) {
+        crate::scoreboard::note_reply_started();
         let payload = self.frame.len() - self.prefix.len();
         self.bytes_out += payload as u64;
         let Some(socket) = &self.socket else {

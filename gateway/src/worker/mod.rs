@@ -284,6 +284,7 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
             std::process::exit(EXIT_LOAD_FAILED);
         }
     };
+    crate::scoreboard::report_loaded();
     let xpub = ctx.socket(zmq::XPUB).context("creating the reply socket")?;
     xpub.set_xpub_verbose(true)?;
     xpub.set_sndhwm(0)?;
