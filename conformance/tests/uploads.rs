@@ -231,8 +231,11 @@ fn the_temp_file_is_deleted_when_the_app_raised_and_kept_with_keep_uploads() {
     assert!(s.host("/tmp/upload.keep01").exists());
 }
 
+/// Mongrel2 deletes the temp file of a client that leaves before upload-done (PROTOCOL.md);
+/// the gateway never deletes on a disconnect (a disconnect proves nothing about who owns a
+/// file: see abuse/uploads.rs).
 #[test]
-fn a_client_leaving_mid_upload_leaves_no_file() {
+fn a_client_leaving_mid_upload_is_left_to_mongrel2() {
     let mut s = Setup::start(|_| {});
     s.spool("/tmp/upload.part01", 3000);
     let id = s.gw.next_conn();
@@ -243,8 +246,8 @@ fn a_client_leaving_mid_upload_leaves_no_file() {
     // Frames are handled in order: once this is answered, the disconnect was handled.
     assert_eq!(s.gw.request(&TestRequest::get("/hello")).status, 200);
     assert!(
-        !s.host("/tmp/upload.part01").exists(),
-        "the partial upload was left"
+        s.host("/tmp/upload.part01").exists(),
+        "the gateway deleted a file on a disconnect"
     );
     assert!(s.calls().get("/upload").is_none());
 }
