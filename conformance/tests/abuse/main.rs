@@ -6,4 +6,5 @@ mod access_log;
 mod frontends;
 mod masters;
 mod stale_callables;
+mod stats_socket;
 mod uploads;
