@@ -93,6 +93,13 @@ pub fn escape_into(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// `bytes` escaped by [`escape_into`], for log lines of the gateway's own log.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    escape_into(&mut out, bytes);
+    out
+}
+
 /// `bytes` escaped, or `-` when empty or absent.
 fn escaped_or_dash(out: &mut String, bytes: Option<&[u8]>) {
     match bytes {

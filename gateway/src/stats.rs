@@ -112,9 +112,7 @@ pub const MAX_EVENT_BYTES: i64 = 64 * 1024;
 /// `text` with control characters, `\` and non-ASCII escaped (`\xHH` per UTF-8 byte), for
 /// the terminal table: URIs and User-Agents come from clients.
 pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    crate::access_log::escape_into(&mut out, text.as_bytes());
-    out.replace("\\x22", "\"")
+    crate::access_log::escaped(text.as_bytes()).replace("\\x22", "\"")
 }
 
 impl Aggregates {

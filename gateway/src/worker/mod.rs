@@ -492,7 +492,7 @@ impl Worker {
                 tracing::debug!(
                     "skipping a socket message of connection {} on {}",
                     req.conn_id,
-                    String::from_utf8_lossy(req.path)
+                    crate::access_log::escaped(req.path)
                 );
             }
             Ok(Kind::UploadStart { path }) => {
@@ -585,9 +585,9 @@ impl Worker {
         if outcome != Outcome::Complete {
             tracing::debug!(
                 "{} {} {} -> {} ({} bytes, {:?})",
-                String::from_utf8_lossy(facts.method),
-                String::from_utf8_lossy(facts.uri),
-                String::from_utf8_lossy(facts.version),
+                crate::access_log::escaped(facts.method),
+                crate::access_log::escaped(facts.uri),
+                crate::access_log::escaped(facts.version),
                 sent.status,
                 sent.bytes,
                 outcome
