@@ -177,7 +177,16 @@ impl Aggregates {
                 }
                 *self.statuses.entry(*status).or_default() += 1;
                 self.response_bytes_sum += u128::from(*bytes);
-                let d = self.dropped_by_pid.entry(*pid).or_default();
+                // A worker's count only grows: keep its largest. Bounded like the URIs (a
+                // publisher can claim any pid); past the bound, pids share one entry.
+                let key = if self.dropped_by_pid.contains_key(pid)
+                    || self.dropped_by_pid.len() < MAX_KEYS
+                {
+                    *pid
+                } else {
+                    u32::MAX
+                };
+                let d = self.dropped_by_pid.entry(key).or_default();
                 *d = (*d).max(*dropped);
             }
         }
@@ -703,6 +712,20 @@ mod tests {
             let ua = format!("agent {i}");
             agg.add(&pre(Some(&ua), None));
         }
+        for pid in 0..100_000u32 {
+            agg.add(&Event::Post {
+                pid,
+                seq: 1,
+                conn_id: 1,
+                ts_us: 10,
+                start_us: 5,
+                uri: "/p0".into(),
+                status: 200,
+                bytes: 1,
+                dropped: 1,
+            });
+        }
+        assert!(agg.dropped_by_pid.len() <= MAX_KEYS + 1);
         let r = agg.report(5);
         assert_eq!(r.response_time_us.len(), MAX_KEYS + 1);
         assert_eq!(r.response_time_us[OTHER].count, 50);
