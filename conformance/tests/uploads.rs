@@ -166,6 +166,8 @@ fn an_upload_over_max_upload_size_is_killed_and_the_app_never_called() {
 #[test]
 fn a_pre_upload_filter_hook_can_deny() {
     let mut s = Setup::start(|cfg| cfg["filters"] = json!(["testfilters:DenyUploads"]));
+    // The file exists and is named by the template: only the filter can deny it.
+    s.spool("/tmp/upload.denied", 10);
     let id = s.gw.next_conn();
     s.upload_start(id, "/upload", "/tmp/upload.denied", 10);
     let frame =
@@ -173,6 +175,11 @@ fn a_pre_upload_filter_hook_can_deny() {
             .expect("a reply");
     assert_eq!((frame.ids, frame.payload.len()), (vec![id], 0));
     assert!(s.calls().get("/upload").is_none());
+    assert!(
+        s.gw.log().contains("denied by a request filter"),
+        "{}",
+        s.gw.log()
+    );
 }
 
 #[test]
