@@ -269,3 +269,31 @@ fn only_regular_single_link_files_named_by_the_template_are_read() {
         assert!(tmp.join(name).exists(), "{name} was deleted");
     }
 }
+
+#[test]
+fn two_connections_racing_for_one_file_on_two_workers_get_it_once() {
+    let store = Store::new();
+    let mut first = store.gateway();
+    let mut second = store.gateway();
+    for round in 0..5 {
+        let name = format!("/tmp/upload.race{round:02}");
+        store.spool(&name, b"abcdef");
+        // Both upload-dones are in flight before either worker answers.
+        let (a, b) = (first.next_conn(), second.next_conn() + 500);
+        first.send_frame(&done_frame(a, name.as_bytes()));
+        second.send_frame(&done_frame(b, name.as_bytes()));
+        let ra = first.read_response(a, false);
+        let rb = second.read_response(b, false);
+        let served = [ra.status, rb.status].iter().filter(|&&s| s == 200).count();
+        assert_eq!(
+            served,
+            1,
+            "round {round}: statuses {} and {}; logs:\n{}\n{}",
+            ra.status,
+            rb.status,
+            first.log(),
+            second.log()
+        );
+        assert!(!store.host(&name).exists());
+    }
+}
