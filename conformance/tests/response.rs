@@ -426,7 +426,14 @@ fn exc_info_replaces_the_status_before_any_byte() {
 
 #[test]
 fn frames_without_replies_are_skipped() {
-    let mut gw = Gateway::app("hello:app");
+    // An accepted upload-start needs a temp store and its file (abuse/uploads.rs).
+    let chroot = tempfile::tempdir().unwrap();
+    std::fs::create_dir(chroot.path().join("tmp")).unwrap();
+    std::fs::write(chroot.path().join("tmp/upload.none00"), b"").unwrap();
+    let mut cfg = base_config(&apps_dir(), Some("hello:app"));
+    cfg["mongrel2_chroot"] = chroot.path().to_string_lossy().into_owned().into();
+    cfg["upload_temp_store"] = "/tmp/upload.XXXXXX".into();
+    let mut gw = Gateway::start(cfg);
     let mut frames: Vec<Vec<u8>> = vec![
         b"garbage".to_vec(),
         b"uuid 12 /x 5:{\"A\",0:,".to_vec(),
@@ -452,7 +459,7 @@ fn frames_without_replies_are_skipped() {
         TestRequest::get("/up")
             .method("POST")
             .header("content-length", "99999")
-            .header("x-mongrel2-upload-start", "/tmp/upload.none")
+            .header("x-mongrel2-upload-start", "/tmp/upload.none00")
             .encode(7),
     );
     for f in &frames {
@@ -474,6 +481,7 @@ fn upload_done_is_read_from_the_spooled_file_and_deleted() {
     std::fs::write(chroot.path().join("tmp/upload.AbC123"), &body).unwrap();
     let mut cfg = base_config(&apps_dir(), Some("body_echo:app"));
     cfg["mongrel2_chroot"] = chroot.path().to_string_lossy().into_owned().into();
+    cfg["upload_temp_store"] = "/tmp/upload.XXXXXX".into();
     let mut gw = Gateway::start(cfg);
     let req = TestRequest::get("/up?mode=chunks&n=4096")
         .method("POST")
@@ -766,8 +774,13 @@ fn a_venv_inside_the_app_folder_selects_the_interpreter() {
 
 #[test]
 fn uploads_over_the_limit_are_refused_at_upload_start() {
+    let chroot = tempfile::tempdir().unwrap();
+    std::fs::create_dir(chroot.path().join("tmp")).unwrap();
+    std::fs::write(chroot.path().join("tmp/upload.YYYYYY"), b"").unwrap();
     let mut cfg = base_config(&apps_dir(), Some("hello:app"));
     cfg["max_upload_size"] = 1000.into();
+    cfg["mongrel2_chroot"] = chroot.path().to_string_lossy().into_owned().into();
+    cfg["upload_temp_store"] = "/tmp/upload.XXXXXX".into();
     let mut gw = Gateway::start(cfg);
     let id = gw.next_conn();
     gw.send_frame(
@@ -789,7 +802,7 @@ fn uploads_over_the_limit_are_refused_at_upload_start() {
         &TestRequest::get("/up")
             .method("POST")
             .header("content-length", "500")
-            .header("x-mongrel2-upload-start", "/tmp/upload.Y")
+            .header("x-mongrel2-upload-start", "/tmp/upload.YYYYYY")
             .encode(id2),
     );
     assert_alive(&mut gw);

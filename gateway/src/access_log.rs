@@ -3,6 +3,10 @@
 //!
 //! Formatting ([`AccessFormat`]) is pure; [`AccessLog`] appends each line with one `write`
 //! to a file opened `O_APPEND`, so lines of several workers never interleave.
+//!
+//! Every field a client controls (address, request line, headers) is escaped as nginx does
+//! ([`escape_into`]): `"`, `\`, control bytes and bytes >= 0x7f become `\xHH`, so no client
+//! can forge fields or lines, nor send escape sequences to the terminal of whoever reads it.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -10,29 +14,98 @@ use std::io::{self, Write as _};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One request, as the access log sees it.
-#[derive(Debug, Clone)]
+/// The request headers, for `%({name}i)s`.
+pub trait RequestHeaders {
+    /// The first value of header `name` (ASCII case-insensitive), if sent.
+    fn header(&self, name: &[u8]) -> Option<&[u8]>;
+}
+
+/// No headers.
+impl RequestHeaders for () {
+    fn header(&self, _: &[u8]) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// A list of (name, value) pairs.
+impl RequestHeaders for &[(&[u8], &[u8])] {
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
+/// A request frame's headers.
+impl RequestHeaders for protocol::Headers<'_> {
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.first())
+    }
+}
+
+/// One request, as the access log sees it. Client-controlled fields are raw bytes: the
+/// formatter escapes them.
+#[derive(Clone, Copy)]
 pub struct AccessRecord<'a> {
     /// Client address (Mongrel2's x-forwarded-for / REMOTE_ADDR).
-    pub remote_addr: &'a str,
+    pub remote_addr: &'a [u8],
     /// When the request arrived.
     pub time: SystemTime,
     /// Request method.
-    pub method: &'a str,
+    pub method: &'a [u8],
     /// Request URI (path and query).
-    pub uri: &'a str,
+    pub uri: &'a [u8],
     /// `HTTP/1.1`.
-    pub version: &'a str,
+    pub version: &'a [u8],
     /// Response status code.
     pub status: u16,
-    /// Response body bytes sent.
+    /// Response body bytes sent (the head not counted).
     pub bytes: u64,
-    /// Referer header, when present.
-    pub referer: Option<&'a str>,
-    /// User-Agent header, when present.
-    pub user_agent: Option<&'a str>,
+    /// The request headers (referer, user agent, `%({name}i)s`).
+    pub headers: &'a dyn RequestHeaders,
     /// Time from arrival to the last byte sent.
     pub duration: Duration,
+}
+
+impl std::fmt::Debug for AccessRecord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessRecord")
+            .field("uri", &String::from_utf8_lossy(self.uri))
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Appends `bytes` to `out` escaped as nginx escapes log variables: `"`, `\`, bytes below
+/// 0x20 and bytes >= 0x7f become `\xHH`; everything else is kept.
+pub fn escape_into(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            out.push_str("\\x");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else {
+            out.push(b as char);
+        }
+    }
+}
+
+/// `bytes` escaped by [`escape_into`], for log lines of the gateway's own log.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    escape_into(&mut out, bytes);
+    out
+}
+
+/// `bytes` escaped, or `-` when empty or absent.
+fn escaped_or_dash(out: &mut String, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) if !b.is_empty() => escape_into(out, b),
+        _ => out.push('-'),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,27 +172,42 @@ impl AccessFormat {
     }
 }
 
-fn or_dash(s: Option<&str>) -> &str {
-    match s {
-        Some(s) if !s.is_empty() => s,
-        _ => "-",
-    }
-}
-
 fn write_atom(out: &mut String, atom: &str, rec: &AccessRecord<'_>) {
-    let (path, query) = match rec.uri.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (rec.uri, ""),
+    let (path, query) = match rec.uri.iter().position(|&b| b == b'?') {
+        Some(i) => (&rec.uri[..i], &rec.uri[i + 1..]),
+        None => (rec.uri, &[][..]),
     };
     let _ = match atom {
-        "h" => write!(out, "{}", or_dash(Some(rec.remote_addr))),
+        "h" => {
+            escaped_or_dash(out, Some(rec.remote_addr));
+            Ok(())
+        }
         "l" | "u" => write!(out, "-"),
         "t" => write!(out, "[{}]", clf_time(rec.time)),
-        "r" => write!(out, "{} {} {}", rec.method, rec.uri, rec.version),
-        "m" => write!(out, "{}", rec.method),
-        "U" => write!(out, "{path}"),
-        "q" => write!(out, "{query}"),
-        "H" => write!(out, "{}", rec.version),
+        "r" => {
+            escape_into(out, rec.method);
+            out.push(' ');
+            escape_into(out, rec.uri);
+            out.push(' ');
+            escape_into(out, rec.version);
+            Ok(())
+        }
+        "m" => {
+            escape_into(out, rec.method);
+            Ok(())
+        }
+        "U" => {
+            escape_into(out, path);
+            Ok(())
+        }
+        "q" => {
+            escape_into(out, query);
+            Ok(())
+        }
+        "H" => {
+            escape_into(out, rec.version);
+            Ok(())
+        }
         "s" => write!(out, "{}", rec.status),
         "B" => write!(out, "{}", rec.bytes),
         "b" => {
@@ -129,23 +217,25 @@ fn write_atom(out: &mut String, atom: &str, rec: &AccessRecord<'_>) {
                 write!(out, "{}", rec.bytes)
             }
         }
-        "f" => write!(out, "{}", or_dash(rec.referer)),
-        "a" => write!(out, "{}", or_dash(rec.user_agent)),
+        "f" => {
+            escaped_or_dash(out, rec.headers.header(b"referer"));
+            Ok(())
+        }
+        "a" => {
+            escaped_or_dash(out, rec.headers.header(b"user-agent"));
+            Ok(())
+        }
         "T" => write!(out, "{}", rec.duration.as_secs()),
         "M" => write!(out, "{}", rec.duration.as_millis()),
         "D" => write!(out, "{}", rec.duration.as_micros()),
         "L" => write!(out, "{:.6}", rec.duration.as_secs_f64()),
         "p" => write!(out, "<{}>", std::process::id()),
         _ => {
-            let header = atom
-                .strip_prefix('{')
-                .and_then(|a| a.strip_suffix("}i"))
-                .map(str::to_ascii_lowercase);
-            match header.as_deref() {
-                Some("referer") => write!(out, "{}", or_dash(rec.referer)),
-                Some("user-agent") => write!(out, "{}", or_dash(rec.user_agent)),
-                _ => write!(out, "-"),
+            match atom.strip_prefix('{').and_then(|a| a.strip_suffix("}i")) {
+                Some(name) => escaped_or_dash(out, rec.headers.header(name.as_bytes())),
+                None => out.push('-'),
             }
+            Ok(())
         }
     };
 }
@@ -245,20 +335,58 @@ mod tests {
     use super::*;
     use crate::settings::DEFAULT_ACCESS_LOG_FORMAT;
 
+    const HEADERS: &[(&[u8], &[u8])] = &[(b"Referer", b"http://example.com/")];
+
     fn rec() -> AccessRecord<'static> {
         AccessRecord {
-            remote_addr: "127.0.0.1",
+            remote_addr: b"127.0.0.1",
             // 2000-10-10 13:55:36.250 UTC
             time: UNIX_EPOCH + Duration::from_millis(971_186_136_250),
-            method: "GET",
-            uri: "/a/b?x=1&y=2",
-            version: "HTTP/1.1",
+            method: b"GET",
+            uri: b"/a/b?x=1&y=2",
+            version: b"HTTP/1.1",
             status: 200,
             bytes: 2326,
-            referer: Some("http://example.com/"),
-            user_agent: None,
+            headers: &HEADERS,
             duration: Duration::from_micros(1_234_567),
         }
+    }
+
+    #[test]
+    fn client_fields_are_escaped_as_nginx_does() {
+        let headers: &[(&[u8], &[u8])] = &[
+            (b"user-agent", b"x\" -\x1b[31m\"\r\nforged"),
+            (b"referer", b"\xc3\xa9\\\x7f"),
+            (b"x-request-id", b"id\"1"),
+        ];
+        let r = AccessRecord {
+            remote_addr: b"1.2.3.4\n",
+            method: b"G\"ET",
+            uri: b"/p\x00?q=\x1b",
+            version: b"HTTP/1.1\r",
+            headers: &headers,
+            ..rec()
+        };
+        let line = AccessFormat::parse(
+            r#"%(h)s "%(r)s" "%(f)s" "%(a)s" %(m)s %(U)s %(q)s %(H)s %({x-request-id}i)s"#,
+        )
+        .format(&r);
+        assert_eq!(
+            line,
+            r#"1.2.3.4\x0A "G\x22ET /p\x00?q=\x1B HTTP/1.1\x0D" "\xC3\xA9\x5C\x7F" "x\x22 -\x1B[31m\x22\x0D\x0Aforged" G\x22ET /p\x00 q=\x1B HTTP/1.1\x0D id\x221"#
+        );
+        assert!(line.bytes().all(|b| (0x20..0x7f).contains(&b)));
+    }
+
+    #[test]
+    fn any_request_header_can_be_logged() {
+        let headers: &[(&[u8], &[u8])] = &[(b"x-request-id", b"abc-123")];
+        let r = AccessRecord {
+            headers: &headers,
+            ..rec()
+        };
+        let f = AccessFormat::parse("%({X-Request-Id}i)s %({x-missing}i)s %(a)s");
+        assert_eq!(f.format(&r), "abc-123 - -");
     }
 
     #[test]

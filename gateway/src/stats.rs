@@ -96,6 +96,25 @@ pub fn uri_key(uri: &str) -> &str {
 /// User-Agent key for requests that sent none.
 pub const NO_USER_AGENT: &str = "(none)";
 
+/// Key of the URIs (or User-Agents) seen after [`MAX_KEYS`] distinct ones: the figures of a
+/// client sending endless distinct paths or agents stay bounded.
+pub const OTHER: &str = "(other)";
+
+/// Most distinct URIs (and, apart, User-Agents) kept; later ones count under [`OTHER`].
+pub const MAX_KEYS: usize = 1000;
+
+/// Response times are recorded up to one hour (longer ones count as one hour).
+pub const MAX_RECORDED_US: u64 = 3_600_000_000;
+
+/// Largest event frame `wsgid stats` accepts; a peer sending a bigger one is disconnected.
+pub const MAX_EVENT_BYTES: i64 = 64 * 1024;
+
+/// `text` with control characters, `\` and non-ASCII escaped (`\xHH` per UTF-8 byte), for
+/// the terminal table: URIs and User-Agents come from clients.
+pub fn printable(text: &str) -> String {
+    crate::access_log::escaped(text.as_bytes()).replace("\\x22", "\"")
+}
+
 impl Aggregates {
     /// Count one frame (malformed frames are counted as such).
     pub fn add_frame(&mut self, frame: &[u8]) {
@@ -114,7 +133,10 @@ impl Aggregates {
                 ..
             } => {
                 self.pre_events += 1;
-                let ua = user_agent.as_deref().unwrap_or(NO_USER_AGENT);
+                let mut ua = user_agent.as_deref().unwrap_or(NO_USER_AGENT);
+                if !self.user_agents.contains_key(ua) && self.user_agents.len() >= MAX_KEYS {
+                    ua = OTHER;
+                }
                 match self.user_agents.get_mut(ua) {
                     Some(n) => *n += 1,
                     None => {
@@ -137,7 +159,10 @@ impl Aggregates {
                 ..
             } => {
                 self.post_events += 1;
-                let key = uri_key(uri);
+                let mut key = uri_key(uri);
+                if !self.uris.contains_key(key) && self.uris.len() >= MAX_KEYS {
+                    key = OTHER;
+                }
                 let stats = match self.uris.get_mut(key) {
                     Some(s) => s,
                     None => self.uris.entry(key.to_owned()).or_default(),
@@ -145,10 +170,23 @@ impl Aggregates {
                 let us = ts_us.saturating_sub(*start_us);
                 stats.count += 1;
                 stats.max_us = stats.max_us.max(us);
-                stats.hist.saturating_record(us);
+                // Auto-resizing: `record` grows the histogram (saturating_record would clamp
+                // every value to its initial range of 2 µs).
+                if let Err(e) = stats.hist.record(us.clamp(1, MAX_RECORDED_US)) {
+                    tracing::debug!("response time {us} µs not recorded: {e}");
+                }
                 *self.statuses.entry(*status).or_default() += 1;
                 self.response_bytes_sum += u128::from(*bytes);
-                let d = self.dropped_by_pid.entry(*pid).or_default();
+                // A worker's count only grows: keep its largest. Bounded like the URIs (a
+                // publisher can claim any pid); past the bound, pids share one entry.
+                let key = if self.dropped_by_pid.contains_key(pid)
+                    || self.dropped_by_pid.len() < MAX_KEYS
+                {
+                    *pid
+                } else {
+                    u32::MAX
+                };
+                let d = self.dropped_by_pid.entry(key).or_default();
                 *d = (*d).max(*dropped);
             }
         }
@@ -313,7 +351,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "{:<40} {:>8} {:>10} {:>10} {:>10} {:>10}",
-                uri,
+                printable(uri),
                 r.count,
                 ms(r.p50),
                 ms(r.p90),
@@ -332,12 +370,12 @@ impl Report {
                 "  {:>6.2}% {:>8}  {}",
                 ua.share * 100.0,
                 ua.count,
-                ua.user_agent
+                printable(&ua.user_agent)
             );
         }
         let list = |v: &[Visits]| {
             v.iter()
-                .map(|v| format!("{} ({})", v.uri, v.count))
+                .map(|v| format!("{} ({})", printable(&v.uri), v.count))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -462,6 +500,9 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let sub = ctx.socket(zmq::SUB).context("creating the SUB socket")?;
     sub.set_subscribe(b"")?;
     sub.set_rcvhwm(0)?;
+    // Anyone who can reach the endpoint can publish: a frame over this size disconnects its
+    // sender instead of being buffered whole.
+    sub.set_maxmsgsize(MAX_EVENT_BYTES)?;
     sub.set_linger(0)?;
     match (&args.bind, &args.connect) {
         (Some(ep), _) => {
@@ -646,6 +687,59 @@ mod tests {
         assert!(lines.contains("wsgid.requests 2 1700000000\n"));
         assert!(lines.contains("wsgid.uri._root.max_ms 1.500 1700000000\n"));
         assert!(lines.contains("wsgid.uri.api_v1_x_json.count 1 1700000000\n"));
+    }
+
+    #[test]
+    fn slow_requests_are_recorded_at_their_real_time() {
+        let mut agg = Aggregates::default();
+        for ms in 1..=100u64 {
+            agg.add(&post("/slow", 200, ms * 1000, 10, 0));
+        }
+        agg.add(&post("/hour", 200, u64::MAX / 2, 10, 0));
+        let r = agg.report(5);
+        let slow = &r.response_time_us["/slow"];
+        assert!((49_500..=50_500).contains(&slow.p50), "{slow:?}");
+        assert!((89_500..=90_500).contains(&slow.p90), "{slow:?}");
+        assert!((98_500..=100_000).contains(&slow.p99), "{slow:?}");
+        assert!(r.response_time_us["/hour"].p50 >= MAX_RECORDED_US - MAX_RECORDED_US / 500);
+    }
+
+    #[test]
+    fn distinct_uris_and_agents_are_bounded() {
+        let mut agg = Aggregates::default();
+        for i in 0..(MAX_KEYS + 50) {
+            agg.add(&post(&format!("/p{i}"), 200, 5, 1, 0));
+            let ua = format!("agent {i}");
+            agg.add(&pre(Some(&ua), None));
+        }
+        for pid in 0..100_000u32 {
+            agg.add(&Event::Post {
+                pid,
+                seq: 1,
+                conn_id: 1,
+                ts_us: 10,
+                start_us: 5,
+                uri: "/p0".into(),
+                status: 200,
+                bytes: 1,
+                dropped: 1,
+            });
+        }
+        assert!(agg.dropped_by_pid.len() <= MAX_KEYS + 1);
+        let r = agg.report(5);
+        assert_eq!(r.response_time_us.len(), MAX_KEYS + 1);
+        assert_eq!(r.response_time_us[OTHER].count, 50);
+        assert_eq!(r.user_agents.len(), MAX_KEYS + 1);
+    }
+
+    #[test]
+    fn the_table_escapes_what_clients_sent() {
+        let mut agg = Aggregates::default();
+        agg.add(&post("/x\x1b[2J\u{e9}", 200, 5, 1, 0));
+        agg.add(&pre(Some("evil\x1b]0;title\x07"), None));
+        let text = agg.report(5).render();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("/x\\x1B[2J\\xC3\\xA9"), "{text}");
     }
 
     #[test]

@@ -1,33 +1,51 @@
-//! Upload policy for Mongrel2's async uploads: whether to accept an upload-start (size limit),
-//! where the spooled file of an upload-done lives (resolved under `--mongrel2-chroot` and
-//! confined to the upload folder), deleting it after the request, and sweeping files left
-//! behind by killed uploads.
+//! Upload policy for Mongrel2's async uploads.
 //!
-//! The upload folder is the directory of `--upload-temp-store` (Mongrel2's `upload.temp_store`,
-//! e.g. `/uploads/m2.XXXXXX`) under `--mongrel2-chroot`; without it, the whole Mongrel2 chroot
-//! (or `/` when there is none). With a temp store, only files named like its template
-//! (`m2.` + anything) are accepted and swept. A frame path with `..`, a NUL, a symlink leading
-//! out of the folder or naming anything but a regular file is refused.
+//! Mongrel2 passes a client's own `X-Mongrel2-Upload-Start`/`-Done` headers through unchanged
+//! (PROTOCOL.md), so an upload frame names a file the *client* chose until proven otherwise.
+//! The gateway therefore reads, deletes or sweeps a file only when all of these hold:
+//!
+//! - uploads are enabled: `--upload-temp-store` (Mongrel2's `upload.temp_store`, e.g.
+//!   `/uploads/m2.XXXXXX`) is configured. Without it every upload is refused;
+//! - the frame path names a file directly inside the temp store's folder (resolved under
+//!   `--mongrel2-chroot`), named by its template: the template's prefix followed by exactly as
+//!   many `[A-Za-z0-9]` characters as the template has `X`s (the mkstemp suffix an attacker
+//!   cannot guess);
+//! - the file, opened with `O_NOFOLLOW`, is a regular file with a single link (no symlink, no
+//!   hard link to a file elsewhere);
+//! - no other connection claimed it first ([`ClaimTable`]: a claim file per upload in
+//!   `<folder>/.wsgid-claims/`, shared by every worker of every wsgid on this host that serves
+//!   this folder, created atomically).
+//!
+//! The file is deleted only after an upload-done this worker accepted was served (and only
+//! when the name still leads to the file that was read); never on a disconnect (Mongrel2
+//! deletes the temp file of a client that leaves before upload-done). The sweeper
+//! (`--upload-max-age`) only looks at the configured folder.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::WorkerConfig;
 
+/// Name of the claim table's folder inside the upload folder.
+pub const CLAIMS_DIR: &str = ".wsgid-claims";
+
+/// The smallest number of `X`s a temp store template must end in (mkstemp's rule).
+pub const MIN_RANDOM: usize = 6;
+
 /// Why an upload-done could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    /// The path in the frame tries to leave the upload folder (`..`, NUL, symlink, absolute
-    /// escape) or names something other than an upload file. Answer 400.
+    /// The path in the frame is not an upload file this gateway may touch (outside the upload
+    /// folder, not named by the template, a link, not a regular file, claimed by another
+    /// connection). Answer 400.
     #[error("upload path {path:?} refused: {reason}")]
     Refused {
-        /// The path as it came in the frame.
+        /// The path as it came in the frame (lossy, shortened).
         path: String,
         /// What was wrong with it.
         reason: String,
@@ -50,6 +68,12 @@ pub enum UploadError {
         /// The limit.
         max: u64,
     },
+    /// Uploads are off: no `--upload-temp-store`. Answer 413.
+    #[error("uploads are disabled (no --upload-temp-store): refused {path:?}")]
+    Disabled {
+        /// The path as it came in the frame.
+        path: String,
+    },
 }
 
 impl UploadError {
@@ -58,7 +82,7 @@ impl UploadError {
         match self {
             UploadError::Refused { .. } => 400,
             UploadError::Missing { .. } => 500,
-            UploadError::TooBig { .. } => 413,
+            UploadError::TooBig { .. } | UploadError::Disabled { .. } => 413,
         }
     }
 
@@ -72,7 +96,9 @@ impl UploadError {
                 "500 Internal Server Error",
                 "Internal Server Error: the uploaded body is missing\n",
             ),
-            UploadError::TooBig { .. } => ("413 Payload Too Large", "Payload Too Large\n"),
+            UploadError::TooBig { .. } | UploadError::Disabled { .. } => {
+                ("413 Payload Too Large", "Payload Too Large\n")
+            }
         };
         format!(
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -98,85 +124,184 @@ pub enum Denied {
     BadLength(String),
 }
 
-/// An upload file ready to be read as `wsgi.input`.
+/// The connection an upload frame came from: the front end's sender id and the connection id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The frame's sender (Mongrel2's send_ident).
+    pub sender: Vec<u8>,
+    /// The connection id.
+    pub conn_id: u64,
+}
+
+/// Identity of a file: (device, inode).
+pub type FileId = (u64, u64);
+
+/// An upload file ready to be read as `wsgi.input`, claimed by the connection that opened it.
 #[derive(Debug)]
 pub struct OpenedUpload {
     /// The open file.
     pub file: File,
-    /// Its resolved host path (delete it with [`UploadPolicy::finish`]).
-    pub path: PathBuf,
     /// Its size in bytes (use as CONTENT_LENGTH when the request has none, e.g. chunked).
     pub size: u64,
+    /// The claim on it (give it to [`UploadPolicy::finish`] or [`UploadPolicy::release`]).
+    pub claim: Claimed,
+}
+
+/// An upload file claimed by a connection.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Its host path.
+    pub path: PathBuf,
+    /// The file's identity when it was opened: only that file is ever deleted.
+    pub id: FileId,
+    /// The file name inside the upload folder (the claim's key).
+    pub name: Vec<u8>,
+}
+
+/// Where Mongrel2 spools uploads (from `--upload-temp-store` and `--mongrel2-chroot`).
+#[derive(Debug, Clone)]
+pub struct TempStore {
+    /// Mongrel2's chroot on this host (`/` when none).
+    pub chroot: PathBuf,
+    /// The upload folder, as Mongrel2 sees it (absolute inside its chroot).
+    pub folder: PathBuf,
+    /// File-name prefix of upload files (`m2.` for `m2.XXXXXX`).
+    pub prefix: Vec<u8>,
+    /// How many random characters follow the prefix (the template's `X`s).
+    pub random: usize,
+}
+
+impl TempStore {
+    /// The store a template describes, or why it is unusable.
+    pub fn new(chroot: &Path, template: &str) -> Result<TempStore, String> {
+        let (folder, prefix, random) = split_template(template);
+        if random < MIN_RANDOM {
+            return Err(format!(
+                "--upload-temp-store {template:?} must end in at least {MIN_RANDOM} X (mkstemp's template)"
+            ));
+        }
+        Ok(TempStore {
+            chroot: chroot.to_path_buf(),
+            folder,
+            prefix,
+            random,
+        })
+    }
+
+    /// The upload folder on this host (chroot + folder).
+    pub fn host_folder(&self) -> PathBuf {
+        join_inside(&self.chroot, &self.folder)
+    }
+
+    /// Whether `name` is a file name the template can produce.
+    pub fn names_upload(&self, name: &[u8]) -> bool {
+        name.len() == self.prefix.len() + self.random
+            && name.starts_with(&self.prefix)
+            && name[self.prefix.len()..]
+                .iter()
+                .all(u8::is_ascii_alphanumeric)
+    }
+
+    /// The file name (inside the upload folder) an upload frame's path names, checked
+    /// lexically (no I/O): absolute inside the chroot, no `..`, no NUL, directly inside the
+    /// folder, named by the template.
+    pub fn resolve<'p>(&self, frame_path: &'p [u8]) -> Result<&'p [u8], UploadError> {
+        let refuse = |reason: &str| refused(frame_path, reason);
+        if frame_path.is_empty() {
+            return Err(refuse("empty path"));
+        }
+        if frame_path.len() > 4096 {
+            return Err(refuse("longer than 4096 bytes"));
+        }
+        if frame_path.contains(&0) {
+            return Err(refuse("contains a NUL byte"));
+        }
+        let inner = Path::new(OsStr::from_bytes(frame_path));
+        let mut clean = PathBuf::from("/");
+        for component in inner.components() {
+            match component {
+                Component::RootDir | Component::CurDir => {}
+                Component::Normal(part) => clean.push(part),
+                Component::ParentDir => return Err(refuse("contains `..`")),
+                Component::Prefix(_) => return Err(refuse("has a path prefix")),
+            }
+        }
+        if clean.parent() != Some(self.folder.as_path()) {
+            return Err(refuse(&format!(
+                "not directly inside the upload folder {}",
+                self.folder.display()
+            )));
+        }
+        let name = frame_path
+            .rsplit(|&b| b == b'/')
+            .find(|part| !part.is_empty() && *part != b".")
+            .unwrap_or_default();
+        if !self.names_upload(name) {
+            return Err(refuse(
+                "not named like an upload temp file of --upload-temp-store",
+            ));
+        }
+        Ok(name)
+    }
+}
+
+fn refused(frame_path: &[u8], reason: &str) -> UploadError {
+    let shown = &frame_path[..frame_path.len().min(256)];
+    UploadError::Refused {
+        path: String::from_utf8_lossy(shown).into_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 /// What a worker does with uploads (from [`WorkerConfig`]).
 #[derive(Debug, Clone, Default)]
 pub struct UploadPolicy {
-    /// Mongrel2's chroot on this host (`/` when none).
-    pub chroot: PathBuf,
-    /// The upload folder, as Mongrel2 sees it (absolute inside its chroot).
-    pub folder: PathBuf,
-    /// File-name prefix of upload files (`m2.` for `m2.XXXXXX`), when known.
-    pub prefix: Option<Vec<u8>>,
+    /// Where uploads are spooled; `None`: uploads are refused.
+    pub store: Option<TempStore>,
     /// `--max-upload-size`.
     pub max_size: Option<u64>,
     /// `--keep-uploads`.
     pub keep: bool,
     /// `--upload-max-age`.
     pub max_age: Option<Duration>,
-    /// Upload folders and name prefixes learned from accepted upload-start frames (when no
-    /// `--upload-temp-store` is given), so that the sweeper knows where to look.
-    pub learned: Vec<(PathBuf, Vec<u8>)>,
 }
 
 impl UploadPolicy {
-    /// The policy `cfg` describes.
+    /// The policy `cfg` describes. Logs (once, at startup) why uploads are off when they are.
     pub fn from_config(cfg: &WorkerConfig) -> UploadPolicy {
         let chroot = cfg
             .mongrel2_chroot
             .clone()
             .unwrap_or_else(|| PathBuf::from("/"));
-        let (folder, prefix) = match cfg.upload_temp_store.as_deref() {
-            Some(template) => split_template(template),
-            None => (PathBuf::from("/"), None),
+        let store = match cfg.upload_temp_store.as_deref() {
+            Some(template) => match TempStore::new(&chroot, template) {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::error!("uploads are disabled: {e}");
+                    None
+                }
+            },
+            None => {
+                tracing::info!(
+                    "uploads are disabled: give --upload-temp-store the value of Mongrel2's \
+                     upload.temp_store (and --mongrel2-chroot its chroot) to accept them"
+                );
+                None
+            }
         };
         UploadPolicy {
-            chroot,
-            folder,
-            prefix,
+            store,
             max_size: cfg.max_upload_size,
             keep: cfg.keep_uploads,
             max_age: cfg.upload_max_age.map(Duration::from_secs),
-            learned: Vec::new(),
         }
     }
 
-    /// Remember the folder and name prefix of an accepted upload-start's file (Mongrel2's
-    /// mkstemp template ends in six `X`s), for [`UploadPolicy::sweep`]. Needless when
-    /// `--upload-temp-store` says it; at most 8 are kept.
-    pub fn learn(&mut self, frame_path: &[u8]) {
-        if self.prefix.is_some() || self.learned.len() >= 8 {
-            return;
-        }
-        let Ok(clean) = self.resolve(frame_path) else {
-            return;
-        };
-        let (Some(folder), Some(name)) = (clean.parent(), clean.file_name()) else {
-            return;
-        };
-        let name = name.as_bytes();
-        if name.len() <= 6 {
-            return;
-        }
-        let entry = (folder.to_path_buf(), name[..name.len() - 6].to_vec());
-        if !self.learned.contains(&entry) {
-            self.learned.push(entry);
-        }
-    }
-
-    /// The upload folder on this host (chroot + folder).
-    pub fn host_folder(&self) -> PathBuf {
-        join_inside(&self.chroot, &self.folder)
+    /// The claim table of the upload folder, when uploads are on.
+    pub fn claims(&self) -> Option<ClaimTable> {
+        self.store
+            .as_ref()
+            .map(|s| ClaimTable::new(&s.host_folder()))
     }
 
     /// Accept or deny an upload-start, given its content-length header (absent for chunked
@@ -196,171 +321,363 @@ impl UploadPolicy {
         Ok(())
     }
 
-    /// The host path of the upload file named by an upload frame, checked lexically (no
-    /// I/O): relative to the chroot, no `..`, no NUL, inside the folder, named like the
-    /// template.
-    pub fn resolve(&self, frame_path: &[u8]) -> Result<PathBuf, UploadError> {
-        let refuse = |reason: &str| UploadError::Refused {
-            path: String::from_utf8_lossy(frame_path).into_owned(),
-            reason: reason.to_owned(),
+    /// Resolve, open and claim the upload file named by an upload frame of `owner`: inside
+    /// the folder, named by the template, opened without following a symlink, a regular file
+    /// with one link, not claimed by another connection. The claim is the caller's until
+    /// [`UploadPolicy::finish`] (or [`UploadPolicy::release`]).
+    pub fn open(&self, frame_path: &[u8], owner: &Owner) -> Result<OpenedUpload, UploadError> {
+        let Some(store) = &self.store else {
+            return Err(UploadError::Disabled {
+                path: String::from_utf8_lossy(&frame_path[..frame_path.len().min(256)])
+                    .into_owned(),
+            });
         };
-        if frame_path.is_empty() {
-            return Err(refuse("empty path"));
-        }
-        if frame_path.contains(&0) {
-            return Err(refuse("contains a NUL byte"));
-        }
-        let inner = Path::new(OsStr::from_bytes(frame_path));
-        let mut clean = PathBuf::from("/");
-        for component in inner.components() {
-            match component {
-                Component::RootDir | Component::CurDir => {}
-                Component::Normal(part) => clean.push(part),
-                Component::ParentDir => return Err(refuse("contains `..`")),
-                Component::Prefix(_) => return Err(refuse("has a path prefix")),
-            }
-        }
-        if !clean.starts_with(&self.folder) || clean == self.folder {
-            return Err(refuse(&format!(
-                "not inside the upload folder {}",
-                self.folder.display()
-            )));
-        }
-        if let Some(prefix) = &self.prefix {
-            let name = clean.file_name().map_or(&[][..], OsStrExt::as_bytes);
-            if !name.starts_with(prefix) {
-                return Err(refuse("not named like an upload temp file"));
-            }
-        }
-        Ok(join_inside(&self.chroot, &clean))
-    }
-
-    /// Resolve and open the upload file of an upload-done frame: after the lexical checks,
-    /// symlinks are resolved and the real path must still lie inside the upload folder; the
-    /// file must be a regular file, and no bigger than `--max-upload-size`.
-    pub fn open(&self, frame_path: &[u8]) -> Result<OpenedUpload, UploadError> {
-        let path = self.resolve(frame_path)?;
-        let frame = || String::from_utf8_lossy(frame_path).into_owned();
-        let missing = |path: &Path, source| UploadError::Missing {
-            frame_path: frame(),
-            path: path.to_path_buf(),
+        let name = store.resolve(frame_path)?;
+        let path = store.host_folder().join(OsStr::from_bytes(name));
+        let missing = |source| UploadError::Missing {
+            frame_path: String::from_utf8_lossy(frame_path).into_owned(),
+            path: path.clone(),
             source,
         };
-        let real = std::fs::canonicalize(&path).map_err(|e| missing(&path, e))?;
-        let folder = std::fs::canonicalize(self.host_folder()).map_err(|e| missing(&path, e))?;
-        if !real.starts_with(&folder) || real == folder {
-            return Err(UploadError::Refused {
-                path: frame(),
-                reason: format!(
-                    "resolves to {}, outside the upload folder {}",
-                    real.display(),
-                    folder.display()
-                ),
-            });
-        }
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&real)
-            .map_err(|e| missing(&real, e))?;
-        let meta = file.metadata().map_err(|e| missing(&real, e))?;
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    refused(frame_path, "is a symbolic link")
+                } else {
+                    missing(e)
+                }
+            })?;
+        let meta = file.metadata().map_err(missing)?;
         if !meta.is_file() {
-            return Err(UploadError::Refused {
-                path: frame(),
-                reason: "not a regular file".to_owned(),
-            });
+            return Err(refused(frame_path, "not a regular file"));
         }
-        if let Some(max) = self.max_size
-            && meta.len() > max
-        {
-            self.finish(&path);
-            return Err(UploadError::TooBig {
-                size: meta.len(),
-                max,
-            });
+        if meta.nlink() != 1 {
+            return Err(refused(
+                frame_path,
+                &format!("has {} hard links (an upload file has one)", meta.nlink()),
+            ));
+        }
+        let id = (meta.dev(), meta.ino());
+        let claims = ClaimTable::new(&store.host_folder());
+        match claims.claim(name, owner, id) {
+            Ok(()) => {}
+            Err(ClaimError::Taken) => {
+                return Err(refused(frame_path, "claimed by another connection"));
+            }
+            Err(ClaimError::Io(e)) => {
+                return Err(refused(
+                    frame_path,
+                    &format!("the claim table {} is unusable: {e}", claims.dir.display()),
+                ));
+            }
         }
         Ok(OpenedUpload {
             file,
-            // Delete the name Mongrel2 created, not a symlink target.
-            path,
             size: meta.len(),
+            claim: Claimed {
+                path,
+                id,
+                name: name.to_vec(),
+            },
         })
     }
 
-    /// The request is over: delete the upload file unless `--keep-uploads`. A file already
-    /// gone is fine; other failures are logged.
-    pub fn finish(&self, path: &Path) {
-        if self.keep {
-            return;
+    /// [`UploadPolicy::open`] for an upload-done: the whole body is there, so a file bigger
+    /// than `--max-upload-size` (chunked uploads announce no size) is refused, deleted and
+    /// its claim dropped.
+    pub fn open_done(&self, frame_path: &[u8], owner: &Owner) -> Result<OpenedUpload, UploadError> {
+        let opened = self.open(frame_path, owner)?;
+        if let Some(max) = self.max_size
+            && opened.size > max
+        {
+            let size = opened.size;
+            self.finish(&opened.claim);
+            return Err(UploadError::TooBig { size, max });
         }
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("could not delete upload file {}: {e}", path.display()),
+        Ok(opened)
+    }
+
+    /// Give up a claim without deleting the file (an upload-start denied by a filter: Mongrel2
+    /// deletes the file itself).
+    pub fn release(&self, opened: &Claimed) {
+        if let Some(claims) = self.claims() {
+            claims.release(&opened.name);
         }
     }
 
+    /// The accepted upload-done was served: delete the upload file unless `--keep-uploads`
+    /// (only if its name still leads to the file that was opened), then drop the claim. With
+    /// `--keep-uploads` the claim stays, so that no other connection can claim the kept file.
+    pub fn finish(&self, opened: &Claimed) {
+        if self.keep {
+            return;
+        }
+        match std::fs::symlink_metadata(&opened.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == opened.id => {
+                match std::fs::remove_file(&opened.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(
+                        "could not delete upload file {}: {e}",
+                        opened.path.display()
+                    ),
+                }
+            }
+            Ok(_) => tracing::warn!(
+                "upload file {} was replaced while it was served: left alone",
+                opened.path.display()
+            ),
+            Err(_) => {}
+        }
+        self.release(opened);
+    }
+
     /// Delete upload files of the folder not modified for `--upload-max-age` (left behind by
-    /// killed uploads or crashed workers). Only files named like the template are touched:
-    /// `--upload-temp-store`'s, or those learned from upload-start frames
-    /// ([`UploadPolicy::learn`]). Returns how many were deleted.
+    /// killed uploads), and claims whose file is gone. Only regular files directly in the
+    /// configured folder and named by its template are touched. Returns how many upload files
+    /// were deleted.
     pub fn sweep(&self, now: SystemTime) -> io::Result<usize> {
-        let Some(max_age) = self.max_age else {
+        let Some(store) = &self.store else {
             return Ok(0);
         };
+        let folder = store.host_folder();
         let mut deleted = 0;
-        if let Some(prefix) = &self.prefix {
-            deleted += sweep_folder(&self.host_folder(), prefix, max_age, now)?;
+        if let Some(max_age) = self.max_age {
+            for entry in std::fs::read_dir(&folder)? {
+                let Ok(entry) = entry else { continue };
+                if !store.names_upload(entry.file_name().as_bytes()) {
+                    continue;
+                }
+                // DirEntry::metadata does not follow symlinks.
+                let Ok(meta) = entry.metadata() else { continue };
+                if !meta.is_file() || meta.nlink() != 1 {
+                    continue;
+                }
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if age >= max_age {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => {
+                            deleted += 1;
+                            tracing::info!(
+                                "swept upload file {} ({} s old)",
+                                entry.path().display(),
+                                age.as_secs()
+                            );
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::warn!("could not sweep {}: {e}", entry.path().display())
+                        }
+                    }
+                }
+            }
         }
-        for (folder, prefix) in &self.learned {
-            deleted += sweep_folder(folder, prefix, max_age, now)?;
-        }
+        ClaimTable::new(&folder).sweep(store);
         Ok(deleted)
     }
 }
 
-/// Delete the files of `folder` named `prefix*` not modified for `max_age`.
-fn sweep_folder(
-    folder: &Path,
-    prefix: &[u8],
-    max_age: Duration,
-    now: SystemTime,
-) -> io::Result<usize> {
-    let mut deleted = 0;
-    for entry in std::fs::read_dir(folder)? {
-        let Ok(entry) = entry else { continue };
-        if !entry.file_name().as_bytes().starts_with(prefix) {
-            continue;
+/// Why a claim was not granted.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// Another connection announced this upload file first.
+    #[error("claimed by another connection")]
+    Taken,
+    /// The claim folder cannot be used.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Which connection owns which upload file, shared by every worker on this host: one small
+/// file per claimed upload in `<upload folder>/.wsgid-claims/`, named like the upload file and
+/// holding its owner and the upload file's (device, inode). A claim is made atomically
+/// (written under a private name, then `link(2)`ed to its name, which fails if it exists), so
+/// the first connection to announce a file owns it, whichever worker its frames reach. A claim
+/// whose upload file is gone or was replaced (another inode) is stale and may be taken over.
+///
+/// Files rather than shared memory: the table must be shared by every worker of every master
+/// serving the same upload folder (two apps behind one Mongrel2 share its temp store), outlive
+/// any worker, and need no sizing; uploads are rare and slow next to a few file operations.
+#[derive(Debug, Clone)]
+pub struct ClaimTable {
+    /// The claim folder.
+    pub dir: PathBuf,
+}
+
+impl ClaimTable {
+    /// The table of the upload folder `host_folder`.
+    pub fn new(host_folder: &Path) -> ClaimTable {
+        ClaimTable {
+            dir: host_folder.join(CLAIMS_DIR),
         }
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .unwrap_or_default();
-        if age >= max_age {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    deleted += 1;
-                    tracing::info!(
-                        "swept upload file {} ({} s old)",
-                        entry.path().display(),
-                        age.as_secs()
-                    );
+    }
+
+    fn ensure_dir(&self) -> io::Result<()> {
+        match std::fs::DirBuilder::new().mode_0700().create(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&self.dir)?;
+                if meta.is_dir() {
+                    Ok(())
+                } else {
+                    Err(io::Error::other(format!(
+                        "{} is not a directory",
+                        self.dir.display()
+                    )))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("could not sweep {}: {e}", entry.path().display()),
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Claim upload file `name` (identity `id`) for `owner`. Succeeds when it is unclaimed,
+    /// already `owner`'s, or claimed for a file that no longer has that identity.
+    pub fn claim(&self, name: &[u8], owner: &Owner, id: FileId) -> Result<(), ClaimError> {
+        self.ensure_dir()?;
+        let path = self.dir.join(OsStr::from_bytes(name));
+        let record = encode_claim(owner, id);
+        for _ in 0..4 {
+            match self.create(&path, &record) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+            let existing = match std::fs::read(&path) {
+                Ok(bytes) => decode_claim(&bytes),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match existing {
+                Some((o, claimed_id)) if claimed_id == id => {
+                    return if o == *owner {
+                        Ok(())
+                    } else {
+                        Err(ClaimError::Taken)
+                    };
+                }
+                // Stale (another file of the same name) or unreadable: take it over.
+                _ => match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        Err(ClaimError::Taken)
+    }
+
+    /// Writes `record` to a private file, then links it to `path` (fails if `path` exists).
+    fn create(&self, path: &Path, record: &[u8]) -> io::Result<()> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        let written = file.write_all(record);
+        drop(file);
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        linked
+    }
+
+    /// Drop the claim on `name`.
+    pub fn release(&self, name: &[u8]) {
+        let path = self.dir.join(OsStr::from_bytes(name));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("could not drop the upload claim {}: {e}", path.display()),
+        }
+    }
+
+    /// Remove claims whose upload file is gone or was replaced (their client left and
+    /// Mongrel2 deleted the file), and private files of claims never linked.
+    pub fn sweep(&self, store: &TempStore) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let folder = store.host_folder();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let stale = if store.names_upload(name.as_bytes()) {
+                let current = std::fs::symlink_metadata(folder.join(&name))
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()));
+                let claimed = std::fs::read(entry.path())
+                    .ok()
+                    .and_then(|b| decode_claim(&b))
+                    .map(|(_, id)| id);
+                current.is_none() || current != claimed
+            } else {
+                // A private file left by a worker killed between write and link.
+                entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(60))
+            };
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
     }
-    Ok(deleted)
 }
 
-/// `/uploads/m2.XXXXXX` -> (`/uploads`, `m2.`).
-fn split_template(template: &str) -> (PathBuf, Option<Vec<u8>>) {
+trait DirBuilderExt0700 {
+    fn mode_0700(&mut self) -> &mut Self;
+}
+
+impl DirBuilderExt0700 for std::fs::DirBuilder {
+    fn mode_0700(&mut self) -> &mut Self {
+        std::os::unix::fs::DirBuilderExt::mode(self, 0o700)
+    }
+}
+
+/// `conn_id dev ino sender-hex\n`.
+fn encode_claim(owner: &Owner, (dev, ino): FileId) -> Vec<u8> {
+    let mut out = format!("{} {dev} {ino} ", owner.conn_id).into_bytes();
+    for b in &owner.sender {
+        out.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    out.push(b'\n');
+    out
+}
+
+fn decode_claim(bytes: &[u8]) -> Option<(Owner, FileId)> {
+    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+    let mut parts = text.split(' ');
+    let conn_id = parts.next()?.parse().ok()?;
+    let dev = parts.next()?.parse().ok()?;
+    let ino = parts.next()?.parse().ok()?;
+    let hex = parts.next()?;
+    if parts.next().is_some() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let sender = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((Owner { sender, conn_id }, (dev, ino)))
+}
+
+/// `/uploads/m2.XXXXXX` -> (`/uploads`, `m2.`, 6).
+fn split_template(template: &str) -> (PathBuf, Vec<u8>, usize) {
     let path = Path::new(template);
     let mut folder = PathBuf::from("/");
     if let Some(parent) = path.parent() {
@@ -371,11 +688,8 @@ fn split_template(template: &str) -> (PathBuf, Option<Vec<u8>>) {
         }
     }
     let name = path.file_name().map_or(&[][..], OsStrExt::as_bytes);
-    let stem = name
-        .iter()
-        .rposition(|&b| b != b'X')
-        .map_or(&[][..], |i| &name[..=i]);
-    (folder, Some(stem.to_vec()))
+    let stem = name.iter().rposition(|&b| b != b'X').map_or(0, |i| i + 1);
+    (folder, name[..stem].to_vec(), name.len() - stem)
 }
 
 /// `root` + `inner` where `inner` is absolute and already clean.
@@ -389,7 +703,7 @@ fn join_inside(root: &Path, inner: &Path) -> PathBuf {
 }
 
 /// Runs [`UploadPolicy::sweep`] at most every `interval` (a quarter of the max age, between
-/// 1 s and 60 s); the worker calls [`Sweeper::tick`] between requests.
+/// 1 s and 60 s; 60 s for claims alone); the worker calls [`Sweeper::tick`] between requests.
 #[derive(Debug)]
 pub struct Sweeper {
     next: Instant,
@@ -397,10 +711,12 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// A sweeper for `policy`, or None when sweeping is off.
+    /// A sweeper for `policy`, or None when uploads are off.
     pub fn new(policy: &UploadPolicy) -> Option<Sweeper> {
-        let max_age = policy.max_age?;
-        let interval = (max_age / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        policy.store.as_ref()?;
+        let interval = policy.max_age.map_or(Duration::from_secs(60), |max_age| {
+            (max_age / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+        });
         Some(Sweeper {
             next: Instant::now(),
             interval,
@@ -414,59 +730,11 @@ impl Sweeper {
             return;
         }
         self.next = now + self.interval;
-        if let Err(e) = policy.sweep(SystemTime::now()) {
-            tracing::warn!("sweeping {}: {e}", policy.host_folder().display());
-        }
-    }
-}
-
-/// Uploads started on this worker and not yet done, by connection id, so that a disconnect
-/// mid-upload removes the partial file (Mongrel2 deletes it itself; this covers servers
-/// that don't). Bounded: the oldest entries are forgotten beyond [`PendingUploads::CAPACITY`].
-#[derive(Debug, Default)]
-pub struct PendingUploads {
-    by_conn: HashMap<u64, (u64, Vec<u8>)>,
-    counter: u64,
-}
-
-impl PendingUploads {
-    /// Most uploads remembered at once.
-    pub const CAPACITY: usize = 4096;
-
-    /// An upload-start was accepted.
-    pub fn started(&mut self, conn_id: u64, frame_path: &[u8]) {
-        if self.by_conn.len() >= Self::CAPACITY
-            && let Some(oldest) = self
-                .by_conn
-                .iter()
-                .min_by_key(|(_, (n, _))| *n)
-                .map(|(k, _)| *k)
+        if let Err(e) = policy.sweep(SystemTime::now())
+            && let Some(store) = &policy.store
         {
-            self.by_conn.remove(&oldest);
+            tracing::warn!("sweeping {}: {e}", store.host_folder().display());
         }
-        self.counter += 1;
-        self.by_conn
-            .insert(conn_id, (self.counter, frame_path.to_vec()));
-    }
-
-    /// The upload-done arrived (or the start was denied).
-    pub fn done(&mut self, conn_id: u64) {
-        self.by_conn.remove(&conn_id);
-    }
-
-    /// The client left: the frame path of its unfinished upload, if any.
-    pub fn disconnected(&mut self, conn_id: u64) -> Option<Vec<u8>> {
-        self.by_conn.remove(&conn_id).map(|(_, p)| p)
-    }
-
-    /// Uploads in progress.
-    pub fn len(&self) -> usize {
-        self.by_conn.len()
-    }
-
-    /// None in progress.
-    pub fn is_empty(&self) -> bool {
-        self.by_conn.is_empty()
     }
 }
 
@@ -474,6 +742,13 @@ impl PendingUploads {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    fn owner(conn_id: u64) -> Owner {
+        Owner {
+            sender: b"sender".to_vec(),
+            conn_id,
+        }
+    }
 
     fn policy(chroot: &Path) -> UploadPolicy {
         let cfg = WorkerConfig {
@@ -484,16 +759,31 @@ mod tests {
         UploadPolicy::from_config(&cfg)
     }
 
+    fn store(p: &UploadPolicy) -> &TempStore {
+        p.store.as_ref().unwrap()
+    }
+
     #[test]
-    fn template_splits_into_folder_and_prefix() {
+    fn template_splits_into_folder_prefix_and_random_length() {
         assert_eq!(
             split_template("/uploads/m2.XXXXXX"),
-            (PathBuf::from("/uploads"), Some(b"m2.".to_vec()))
+            (PathBuf::from("/uploads"), b"m2.".to_vec(), 6)
         );
         assert_eq!(
-            split_template("/tmp/upload.XXXXXX"),
-            (PathBuf::from("/tmp"), Some(b"upload.".to_vec()))
+            split_template("/tmp/upload.XXXXXXXX"),
+            (PathBuf::from("/tmp"), b"upload.".to_vec(), 8)
         );
+        assert!(TempStore::new(Path::new("/"), "/tmp/upload.XXX").is_err());
+        assert!(TempStore::new(Path::new("/"), "/tmp/upload").is_err());
+    }
+
+    #[test]
+    fn without_a_temp_store_uploads_are_disabled() {
+        let p = UploadPolicy::from_config(&WorkerConfig::default());
+        assert!(p.store.is_none());
+        let err = p.open(b"/etc/passwd", &owner(1)).unwrap_err();
+        assert_eq!(err.status(), 413, "{err}");
+        assert!(Sweeper::new(&p).is_none());
     }
 
     #[test]
@@ -514,118 +804,194 @@ mod tests {
     }
 
     #[test]
-    fn resolve_confines_paths() {
+    fn resolve_accepts_only_template_names_directly_in_the_folder() {
         let p = policy(Path::new("/srv/m2"));
-        assert_eq!(
-            p.resolve(b"/tmp/upload.tTkY0s").unwrap(),
-            PathBuf::from("/srv/m2/tmp/upload.tTkY0s")
-        );
+        let s = store(&p);
+        assert_eq!(s.resolve(b"/tmp/upload.tTkY0s").unwrap(), b"upload.tTkY0s");
         // Mongrel2 paths are absolute inside its chroot; `//x` and `./` are harmless.
         assert_eq!(
-            p.resolve(b"//tmp/./upload.a").unwrap(),
-            PathBuf::from("/srv/m2/tmp/upload.a")
+            s.resolve(b"//tmp/./upload.aBc123").unwrap(),
+            b"upload.aBc123"
         );
+        let long = format!("/tmp/{}", "a".repeat(100_000));
         for bad in [
             &b"/tmp/../etc/passwd"[..],
             b"/tmp/upload.x/../../etc/passwd",
-            b"../upload.x",
+            b"/tmp/upload.abcdef/..",
+            b"../upload.abcdef",
             b"/etc/passwd",
             b"/tmp/other",
             b"/tmp",
-            b"/tmp/upload.a\0",
+            b"/tmp/upload.abcde",
+            b"/tmp/upload.abcdefg",
+            b"/tmp/upload.abc-ef",
+            b"/tmp/upload.abc.ef",
+            b"/tmp/upload.abc\xffe",
+            b"/tmp/sub/upload.abcdef",
+            b"/upload.abcdef",
+            b"/tmp/upload.abcde\0",
             b"",
+            long.as_bytes(),
         ] {
-            let err = p.resolve(bad).unwrap_err();
+            let err = s.resolve(bad).unwrap_err();
             assert_eq!(err.status(), 400, "{bad:?}: {err}");
         }
     }
 
-    #[test]
-    fn without_a_template_the_chroot_is_the_folder() {
-        let cfg = WorkerConfig {
-            mongrel2_chroot: Some("/srv/m2".into()),
-            ..WorkerConfig::default()
-        };
-        let p = UploadPolicy::from_config(&cfg);
-        assert_eq!(
-            p.resolve(b"/any/file").unwrap(),
-            PathBuf::from("/srv/m2/any/file")
-        );
-        assert!(p.resolve(b"/../x").is_err());
+    struct Dir {
+        _dir: tempfile::TempDir,
+        chroot: PathBuf,
+        outside: PathBuf,
     }
 
-    #[test]
-    fn open_reads_the_file_and_refuses_symlinks_out() {
+    fn dir() -> Dir {
         let dir = tempfile::tempdir().unwrap();
         let chroot = dir.path().join("chroot");
         std::fs::create_dir_all(chroot.join("tmp")).unwrap();
-        std::fs::write(chroot.join("tmp/upload.ok"), b"hello").unwrap();
-        std::fs::write(dir.path().join("secret"), b"secret").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret"), chroot.join("tmp/upload.evil"))
-            .unwrap();
-        std::os::unix::fs::symlink(chroot.join("tmp/upload.ok"), chroot.join("tmp/upload.in"))
-            .unwrap();
-        let p = policy(&chroot);
+        let outside = dir.path().join("secret");
+        std::fs::write(&outside, b"secret").unwrap();
+        Dir {
+            chroot,
+            outside,
+            _dir: dir,
+        }
+    }
 
-        let mut opened = p.open(b"/tmp/upload.ok").unwrap();
+    #[test]
+    fn open_reads_the_file_and_refuses_links() {
+        let d = dir();
+        let tmp = d.chroot.join("tmp");
+        std::fs::write(tmp.join("upload.okokok"), b"hello").unwrap();
+        std::os::unix::fs::symlink(&d.outside, tmp.join("upload.evil01")).unwrap();
+        std::os::unix::fs::symlink(tmp.join("upload.okokok"), tmp.join("upload.inside")).unwrap();
+        std::fs::hard_link(&d.outside, tmp.join("upload.hardln")).unwrap();
+        let p = policy(&d.chroot);
+
+        let mut opened = p.open_done(b"/tmp/upload.okokok", &owner(1)).unwrap();
         let mut body = String::new();
         opened.file.read_to_string(&mut body).unwrap();
         assert_eq!((body.as_str(), opened.size), ("hello", 5));
 
-        let err = p.open(b"/tmp/upload.evil").unwrap_err();
-        assert_eq!(err.status(), 400, "{err}");
-        // A symlink that stays inside the folder is fine.
-        assert_eq!(p.open(b"/tmp/upload.in").unwrap().size, 5);
-
-        let err = p.open(b"/tmp/upload.gone").unwrap_err();
+        for link in [
+            "/tmp/upload.evil01",
+            "/tmp/upload.inside",
+            "/tmp/upload.hardln",
+        ] {
+            let err = p.open(link.as_bytes(), &owner(2)).unwrap_err();
+            assert_eq!(err.status(), 400, "{link}: {err}");
+        }
+        let err = p.open(b"/tmp/upload.gone00", &owner(1)).unwrap_err();
         assert_eq!(err.status(), 500, "{err}");
-        assert!(err.to_string().contains("upload.gone"), "{err}");
+        assert!(err.to_string().contains("upload.gone00"), "{err}");
 
-        std::fs::create_dir(chroot.join("tmp/upload.dir")).unwrap();
-        assert_eq!(p.open(b"/tmp/upload.dir").unwrap_err().status(), 400);
+        std::fs::create_dir(tmp.join("upload.dirdir")).unwrap();
+        assert_eq!(
+            p.open(b"/tmp/upload.dirdir", &owner(1))
+                .unwrap_err()
+                .status(),
+            400
+        );
 
-        p.finish(&opened.path);
-        assert!(!opened.path.exists());
-        p.finish(&opened.path); // already gone: fine
+        p.finish(&opened.claim);
+        assert!(!opened.claim.path.exists());
+        p.finish(&opened.claim); // already gone: fine
+        assert_eq!(std::fs::read(&d.outside).unwrap(), b"secret");
     }
 
     #[test]
-    fn open_checks_the_size_of_chunked_uploads() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        std::fs::write(dir.path().join("tmp/upload.big"), vec![0u8; 50]).unwrap();
-        let mut p = policy(dir.path());
-        p.max_size = Some(10);
-        let err = p.open(b"/tmp/upload.big").unwrap_err();
-        assert_eq!(err.status(), 413);
-        assert!(!dir.path().join("tmp/upload.big").exists());
-    }
-
-    #[test]
-    fn keep_uploads_keeps_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("f");
-        std::fs::write(&f, b"x").unwrap();
-        let p = UploadPolicy {
-            keep: true,
-            ..UploadPolicy::default()
+    fn the_first_connection_to_announce_a_file_owns_it() {
+        let d = dir();
+        let file = d.chroot.join("tmp/upload.claim1");
+        std::fs::write(&file, b"body").unwrap();
+        let p = policy(&d.chroot);
+        let start = p.open(b"/tmp/upload.claim1", &owner(1)).unwrap();
+        drop(start);
+        // Another connection (same sender, or another sender with the same id) is refused.
+        let err = p.open(b"/tmp/upload.claim1", &owner(2)).unwrap_err();
+        assert!(err.to_string().contains("claimed"), "{err}");
+        let other_sender = Owner {
+            sender: b"other".to_vec(),
+            conn_id: 1,
         };
-        p.finish(&f);
-        assert!(f.exists());
+        assert!(p.open(b"/tmp/upload.claim1", &other_sender).is_err());
+        assert!(file.exists());
+        // The owner's upload-done is served; then the file and the claim go.
+        let done = p.open_done(b"/tmp/upload.claim1", &owner(1)).unwrap();
+        p.finish(&done.claim);
+        assert!(!file.exists());
+        assert!(
+            !d.chroot
+                .join("tmp")
+                .join(CLAIMS_DIR)
+                .join("upload.claim1")
+                .exists()
+        );
+        // A new file of the same name (another inode) is not bound by an old claim.
+        std::fs::write(&file, b"again").unwrap();
+        let first = p.open(b"/tmp/upload.claim1", &owner(3)).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, b"third").unwrap();
+        drop(first);
+        assert!(p.open(b"/tmp/upload.claim1", &owner(4)).is_ok());
     }
 
     #[test]
-    fn sweep_deletes_only_old_upload_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        for name in ["upload.old", "upload.new", "other.old"] {
+    fn finish_leaves_a_replaced_file_alone() {
+        let d = dir();
+        let file = d.chroot.join("tmp/upload.swap01");
+        std::fs::write(&file, b"body").unwrap();
+        let p = policy(&d.chroot);
+        let opened = p.open_done(b"/tmp/upload.swap01", &owner(1)).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, b"another").unwrap();
+        p.finish(&opened.claim);
+        assert_eq!(std::fs::read(&file).unwrap(), b"another");
+    }
+
+    #[test]
+    fn open_done_checks_the_size_of_chunked_uploads() {
+        let d = dir();
+        let file = d.chroot.join("tmp/upload.big000");
+        std::fs::write(&file, vec![0u8; 50]).unwrap();
+        let mut p = policy(&d.chroot);
+        p.max_size = Some(10);
+        // At upload-start the size is not checked and nothing is deleted.
+        assert!(p.open(b"/tmp/upload.big000", &owner(1)).is_ok());
+        let err = p.open_done(b"/tmp/upload.big000", &owner(1)).unwrap_err();
+        assert_eq!(err.status(), 413);
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn keep_uploads_keeps_the_file_and_its_claim() {
+        let d = dir();
+        let file = d.chroot.join("tmp/upload.keep00");
+        std::fs::write(&file, b"x").unwrap();
+        let mut p = policy(&d.chroot);
+        p.keep = true;
+        let opened = p.open_done(b"/tmp/upload.keep00", &owner(1)).unwrap();
+        p.finish(&opened.claim);
+        assert!(file.exists());
+        assert!(p.open(b"/tmp/upload.keep00", &owner(2)).is_err());
+    }
+
+    #[test]
+    fn sweep_deletes_only_old_upload_files_of_the_folder_and_stale_claims() {
+        let d = dir();
+        let tmp = d.chroot.join("tmp");
+        for name in [
+            "upload.old000",
+            "upload.new000",
+            "other.old",
+            "upload.toolong",
+        ] {
             std::fs::write(tmp.join(name), b"x").unwrap();
         }
-        let mut p = policy(dir.path());
+        std::os::unix::fs::symlink(&d.outside, tmp.join("upload.link00")).unwrap();
+        let mut p = policy(&d.chroot);
         p.max_age = Some(Duration::from_secs(3600));
         let old = SystemTime::now() - Duration::from_secs(7200);
-        for name in ["upload.old", "other.old"] {
+        for name in ["upload.old000", "other.old", "upload.toolong"] {
             File::options()
                 .write(true)
                 .open(tmp.join(name))
@@ -633,46 +999,43 @@ mod tests {
                 .set_modified(old)
                 .unwrap();
         }
+        File::options()
+            .write(true)
+            .open(&d.outside)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // A claim whose file Mongrel2 deleted (its client left) is stale.
+        std::fs::write(tmp.join("upload.left00"), b"x").unwrap();
+        drop(p.open(b"/tmp/upload.left00", &owner(9)).unwrap());
+        std::fs::remove_file(tmp.join("upload.left00")).unwrap();
+        drop(p.open(b"/tmp/upload.new000", &owner(8)).unwrap());
+
         assert_eq!(p.sweep(SystemTime::now()).unwrap(), 1);
-        assert!(!tmp.join("upload.old").exists());
-        assert!(tmp.join("upload.new").exists());
-        assert!(tmp.join("other.old").exists());
-    }
-
-    #[test]
-    fn without_a_template_sweeping_learns_from_upload_frames() {
-        let dir = tempfile::tempdir().unwrap();
-        let tmp = dir.path().join("spool");
-        std::fs::create_dir_all(&tmp).unwrap();
-        for name in ["m2.AAAAAA", "m2.BBBBBB", "keep.txt"] {
-            std::fs::write(tmp.join(name), b"x").unwrap();
+        assert!(!tmp.join("upload.old000").exists());
+        for kept in [
+            "upload.new000",
+            "other.old",
+            "upload.toolong",
+            "upload.link00",
+        ] {
+            assert!(std::fs::symlink_metadata(tmp.join(kept)).is_ok(), "{kept}");
         }
-        let cfg = WorkerConfig {
-            mongrel2_chroot: Some(dir.path().to_path_buf()),
-            upload_max_age: Some(60),
-            ..WorkerConfig::default()
-        };
-        let mut p = UploadPolicy::from_config(&cfg);
-        assert!(Sweeper::new(&p).is_some());
-        let later = SystemTime::now() + Duration::from_secs(3600);
-        assert_eq!(p.sweep(later).unwrap(), 0, "nothing learned yet");
-        p.learn(b"/spool/m2.AAAAAA");
-        p.learn(b"/spool/m2.CCCCCC");
-        assert_eq!(p.learned.len(), 1);
-        assert_eq!(p.sweep(SystemTime::now()).unwrap(), 0, "too young");
-        assert_eq!(p.sweep(later).unwrap(), 2);
-        assert!(tmp.join("keep.txt").exists());
+        assert!(d.outside.exists());
+        let claims = tmp.join(CLAIMS_DIR);
+        assert!(!claims.join("upload.left00").exists());
+        assert!(claims.join("upload.new000").exists());
     }
 
     #[test]
-    fn pending_uploads_are_forgotten_when_done() {
-        let mut pending = PendingUploads::default();
-        pending.started(1, b"/tmp/upload.a");
-        pending.started(2, b"/tmp/upload.b");
-        pending.done(1);
-        assert_eq!(pending.disconnected(1), None);
-        assert_eq!(pending.disconnected(2), Some(b"/tmp/upload.b".to_vec()));
-        assert!(pending.is_empty());
+    fn claims_round_trip() {
+        let o = Owner {
+            sender: vec![0, 255, b' ', b'\n'],
+            conn_id: 42,
+        };
+        assert_eq!(decode_claim(&encode_claim(&o, (7, 9))), Some((o, (7, 9))));
+        assert_eq!(decode_claim(b"garbage"), None);
+        assert_eq!(decode_claim(b""), None);
     }
 
     #[test]

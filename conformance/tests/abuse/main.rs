@@ -4,6 +4,8 @@
 
 mod access_log;
 mod frontends;
+mod log_injection;
 mod masters;
 mod stale_callables;
+mod stats_socket;
 mod uploads;

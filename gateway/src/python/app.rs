@@ -155,6 +155,14 @@ impl WsgiApp {
         self.responder
             .borrow_mut(py)
             .begin(req.sender, req.conn_id, &facts);
+        let start_response = match Responder::start_response(&self.responder, py) {
+            Ok(s) => s,
+            Err(e) => {
+                log_exception(py, "creating start_response failed", &e);
+                self.responder.borrow_mut(py).fail();
+                return (Outcome::AppError, self.responder.borrow(py).sent(), facts);
+            }
+        };
         let flat;
         let fctx = if self.filters.is_empty() {
             None
@@ -167,12 +175,13 @@ impl WsgiApp {
 
         // SAFETY: vectorcall with two live arguments; the result is a new reference or NULL.
         let result = unsafe {
-            let args = [environ.as_ptr(), self.responder.as_ptr()];
+            let args = [environ.as_ptr(), start_response.as_ptr()];
             let ptr =
                 ffi::PyObject_Vectorcall(self.app.as_ptr(), args.as_ptr(), 2, std::ptr::null_mut());
             Bound::from_owned_ptr_or_err(py, ptr)
         };
         drop(environ);
+        drop(start_response);
         let outcome = match result {
             Err(e) => {
                 log_exception(py, "the WSGI app raised", &e);
@@ -191,7 +200,11 @@ impl WsgiApp {
                 }
             },
         };
-        let sent = self.responder.borrow(py).sent();
+        let sent = {
+            let mut r = self.responder.borrow_mut(py);
+            r.end_request();
+            r.sent()
+        };
         if let Some(ctx) = fctx {
             self.filters
                 .finish(ctx, sent.status, sent.bytes, sent.finished_us);

@@ -1,8 +1,15 @@
 //! `start_response` / `write` and the sending side of a response: one long-lived `Responder`
 //! per worker (reset per request) frames the app's status, headers and body as HTTP/1.x and
 //! sends each piece as one Mongrel2 reply frame built into a reused buffer.
+//!
+//! The app never gets the `Responder` itself: it gets a [`StartResponse`] (and from it a
+//! [`Write`]) stamped with the number of the request it was made for. One kept by the app
+//! past its request (stashed in a global, called from a thread or from `close()`) raises
+//! instead of acting on whichever client the responder serves now.
 
-use pyo3::exceptions::{PyAssertionError, PyTypeError};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -58,7 +65,15 @@ pub struct Responder {
     prefix: Vec<u8>,
     frame: Vec<u8>,
     date: DateCache,
-    write_fn: Option<Py<PyAny>>,
+    /// Number of the request in progress (bumped by [`Responder::begin`]).
+    request: u64,
+    /// Whether the app may still call start_response/write for `request` (false once the
+    /// response is finished or failed).
+    active: bool,
+    /// The `start_response` handed to the app last, reused while the app kept no reference.
+    start_cache: Option<Py<StartResponse>>,
+    /// The `write` handed to the app last, reused likewise.
+    write_cache: Option<Py<Write>>,
     facts: Facts,
     // start_response
     started: bool,
@@ -107,6 +122,8 @@ pub struct Sent {
     pub status: u16,
     /// Payload bytes sent to the client (head and body).
     pub bytes: u64,
+    /// Body bytes sent to the client (the head and chunk framing not counted).
+    pub body: u64,
     /// When the last reply frame went to ZeroMQ, in µs since the epoch (0: nothing was sent).
     pub finished_us: u64,
 }
@@ -121,7 +138,10 @@ impl Responder {
                 prefix: Vec::with_capacity(128),
                 frame: Vec::with_capacity(16 * 1024),
                 date: DateCache::default(),
-                write_fn: None,
+                request: 0,
+                active: false,
+                start_cache: None,
+                write_cache: None,
                 facts: Facts::default(),
                 started: false,
                 code: 0,
@@ -143,8 +163,6 @@ impl Responder {
                 last_frame_us: 0,
             },
         )?;
-        let write = r.bind(py).getattr("write")?.unbind();
-        r.borrow_mut(py).write_fn = Some(write);
         Ok(r)
     }
 
@@ -160,6 +178,8 @@ impl Responder {
         if protocol::encode_reply(&mut self.prefix, sender, &[conn_id], b"").is_err() {
             self.prefix.clear();
         }
+        self.request += 1;
+        self.active = true;
         self.facts = Facts {
             http11: facts.http11,
             head: facts.head,
@@ -188,6 +208,11 @@ impl Responder {
         self.app_close = false;
         self.invalid = None;
         self.start_args = None;
+    }
+
+    /// The request is over: its `start_response` and `write` raise from now on.
+    pub fn end_request(&mut self) {
+        self.active = false;
     }
 
     /// Whether start_response was called for this request.
@@ -242,6 +267,7 @@ impl Responder {
         Sent {
             status: self.code,
             bytes: self.bytes_out,
+            body: self.body_sent,
             finished_us: self.last_frame_us,
         }
     }
@@ -407,11 +433,13 @@ impl Responder {
         if self.close_after {
             self.send_close();
         }
+        self.active = false;
     }
 
     /// Ends a response the app failed: a 500 when nothing was sent yet, otherwise the
     /// connection is closed without terminating the body.
     pub fn fail(&mut self) {
+        self.active = false;
         if self.headers_sent {
             self.send_close();
             return;
@@ -516,13 +544,70 @@ fn type_repr(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-#[pymethods]
 impl Responder {
+    /// The `start_response` callable for the request just begun (the cached one when the app
+    /// kept no reference to it, else a new one).
+    pub fn start_response(this: &Py<Responder>, py: Python<'_>) -> PyResult<Py<StartResponse>> {
+        let mut r = this.borrow_mut(py);
+        let request = r.request;
+        if let Some(cached) = &r.start_cache
+            && only_ours(cached.as_ptr())
+        {
+            cached.get().request.store(request, Ordering::Relaxed);
+            return Ok(cached.clone_ref(py));
+        }
+        let fresh = Py::new(
+            py,
+            StartResponse {
+                responder: this.clone_ref(py),
+                request: AtomicU64::new(request),
+            },
+        )?;
+        r.start_cache = Some(fresh.clone_ref(py));
+        Ok(fresh)
+    }
+
+    /// The `write` callable for request `request` (cached likewise).
+    fn write_callable(&mut self, py: Python<'_>, this: &Py<Responder>) -> PyResult<Py<Write>> {
+        if let Some(cached) = &self.write_cache
+            && only_ours(cached.as_ptr())
+        {
+            cached.get().request.store(self.request, Ordering::Relaxed);
+            return Ok(cached.clone_ref(py));
+        }
+        let fresh = Py::new(
+            py,
+            Write {
+                responder: this.clone_ref(py),
+                request: AtomicU64::new(self.request),
+            },
+        )?;
+        self.write_cache = Some(fresh.clone_ref(py));
+        Ok(fresh)
+    }
+
+    /// Raises (and logs) unless `request` is the request in progress and its response is
+    /// not over: a callable kept from an earlier request never acts on a later client.
+    fn check_current(&self, request: u64, what: &str) -> PyResult<()> {
+        if request == self.request && self.active {
+            return Ok(());
+        }
+        let when = if request == self.request {
+            "after its response was finished"
+        } else {
+            "during a later request (it was kept from an earlier one)"
+        };
+        tracing::warn!("the app called {what} {when}; refused");
+        Err(PyRuntimeError::new_err(format!(
+            "{what} of a finished request called {when}"
+        )))
+    }
+
     /// `start_response(status, response_headers, exc_info=None)`; returns `write`.
-    #[pyo3(signature = (status, headers, exc_info=None))]
-    fn __call__(
+    fn call_start_response(
         &mut self,
         py: Python<'_>,
+        this: &Py<Responder>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
@@ -548,15 +633,11 @@ impl Responder {
             self.invalid = Some(reason);
         }
         self.start_args = Some((status.clone().unbind(), headers.clone().unbind()));
-        Ok(self
-            .write_fn
-            .as_ref()
-            .map(|w| w.clone_ref(py))
-            .unwrap_or_else(|| py.None()))
+        Ok(self.write_callable(py, this)?.into_any())
     }
 
-    /// The `write(data)` callable start_response returns: sends `data` at once.
-    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `write(data)`: sends `data` at once.
+    fn call_write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         // SAFETY: `data` is live for this call.
         let Some(bytes) = (unsafe { bytes_data(data.as_ptr()) }) else {
             return Err(PyTypeError::new_err(format!(
@@ -574,5 +655,56 @@ impl Responder {
         }
         self.send_piece(bytes);
         Ok(())
+    }
+}
+
+/// Whether the cache holds the only reference to `obj` (the app kept none).
+fn only_ours(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: `obj` is a live object owned by the responder's cache; the GIL is held.
+    unsafe { ffi::Py_REFCNT(obj) == 1 }
+}
+
+/// The `start_response` callable the app gets for one request.
+#[pyclass(frozen, module = "wsgid")]
+#[derive(Debug)]
+pub struct StartResponse {
+    responder: Py<Responder>,
+    /// The request it was made for.
+    request: AtomicU64,
+}
+
+#[pymethods]
+impl StartResponse {
+    /// `start_response(status, response_headers, exc_info=None)`; returns `write`.
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut r = self.responder.try_borrow_mut(py)?;
+        r.check_current(self.request.load(Ordering::Relaxed), "start_response()")?;
+        r.call_start_response(py, &self.responder, status, headers, exc_info)
+    }
+}
+
+/// The `write(data)` callable `start_response` returns, for one request.
+#[pyclass(frozen, module = "wsgid")]
+#[derive(Debug)]
+pub struct Write {
+    responder: Py<Responder>,
+    /// The request it was made for.
+    request: AtomicU64,
+}
+
+#[pymethods]
+impl Write {
+    /// Sends `data` at once (the head first).
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut r = self.responder.try_borrow_mut(py)?;
+        r.check_current(self.request.load(Ordering::Relaxed), "write()")?;
+        r.call_write(data)
     }
 }

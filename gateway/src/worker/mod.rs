@@ -20,7 +20,7 @@ use crate::filters::{self, Filters, RequestInfo};
 use crate::loader::{LoadError, load_app};
 use crate::python::app::{Body, Outcome, WsgiApp};
 use crate::scoreboard::Slot;
-use crate::upload::{PendingUploads, Sweeper, UploadPolicy};
+use crate::upload::{Owner, Sweeper, UploadPolicy};
 
 /// Exit code of a worker whose app cannot be loaded.
 pub const EXIT_LOAD_FAILED: i32 = 3;
@@ -252,8 +252,6 @@ struct Worker {
     app: WsgiApp,
     inbox: Inbox,
     uploads: UploadPolicy,
-    /// Uploads started and not done, to remove the file when the client leaves (filters).
-    pending_uploads: PendingUploads,
     /// Deletes old leftover upload files (`--upload-max-age`).
     sweeper: Option<Sweeper>,
     slot: Option<Slot>,
@@ -324,7 +322,6 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
         },
         sweeper: Sweeper::new(&uploads),
         uploads,
-        pending_uploads: PendingUploads::default(),
         slot: Slot::from_env(),
         access_log: open_access_log(cfg),
         served: 0,
@@ -488,52 +485,57 @@ impl Worker {
                 }
             }
             Ok(Kind::Disconnect) => {
+                // Nothing to delete: Mongrel2 deletes the temp file of a client that leaves
+                // mid-upload, and a disconnect proves nothing about who owns a file.
                 tracing::debug!("client {} disconnected", req.conn_id);
-                // A client that left mid-upload: its spooled file goes (Mongrel2 deletes it
-                // too; this covers servers that don't).
-                if let Some(frame_path) = self.pending_uploads.disconnected(req.conn_id)
-                    && let Ok(path) = self.uploads.resolve(&frame_path)
-                {
-                    self.uploads.finish(&path);
-                }
             }
             Ok(Kind::SocketJson) | Ok(Kind::SocketXml) => {
                 tracing::debug!(
                     "skipping a socket message of connection {} on {}",
                     req.conn_id,
-                    String::from_utf8_lossy(req.path)
+                    crate::access_log::escaped(req.path)
                 );
             }
             Ok(Kind::UploadStart { path }) => {
-                let cl = req.headers.get_one(b"content-length");
-                let denied = match self.uploads.admit(cl) {
-                    Err(denied) => {
-                        tracing::warn!("upload of connection {} denied: {denied}", req.conn_id);
-                        true
-                    }
-                    Ok(()) => {
-                        let flat = filters::flat_headers(&req);
-                        !self.app.admit_upload(py, &RequestInfo::of(&req, &flat))
-                    }
+                let owner = Owner {
+                    sender: req.sender.to_vec(),
+                    conn_id: req.conn_id,
                 };
-                if denied {
+                let cl = req.headers.get_one(b"content-length");
+                // The file must be one this gateway may touch, and this connection's: the
+                // claim makes it so for every worker on this host.
+                let denied = match self.uploads.admit(cl) {
+                    Err(denied) => Some(denied.to_string()),
+                    Ok(()) => match self.uploads.open(path, &owner) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(claimed) => {
+                            let flat = filters::flat_headers(&req);
+                            if self.app.admit_upload(py, &RequestInfo::of(&req, &flat)) {
+                                None
+                            } else {
+                                self.uploads.release(&claimed.claim);
+                                Some("denied by a request filter".to_owned())
+                            }
+                        }
+                    },
+                };
+                if let Some(why) = denied {
+                    tracing::warn!("upload of connection {} denied: {why}", req.conn_id);
                     self.app.send_close(py, req.sender, req.conn_id);
-                } else {
-                    self.pending_uploads.started(req.conn_id, path);
-                    self.uploads.learn(path);
                 }
             }
             Ok(Kind::UploadDone { path }) => {
-                self.pending_uploads.done(req.conn_id);
-                let path = path.to_vec();
-                match self.uploads.open(&path) {
+                let owner = Owner {
+                    sender: req.sender.to_vec(),
+                    conn_id: req.conn_id,
+                };
+                match self.uploads.open_done(path, &owner) {
                     Ok(upload) => {
                         let len = req
                             .content_length()
                             .map_or(upload.size, |n| n.min(upload.size));
-                        let file_path = upload.path.clone();
                         self.serve_http(py, &req, Body::File(upload.file, len));
-                        self.uploads.finish(&file_path);
+                        self.uploads.finish(&upload.claim);
                     }
                     Err(e) => {
                         tracing::warn!("upload of connection {}: {e}", req.conn_id);
@@ -567,33 +569,24 @@ impl Worker {
         }
         self.served += 1;
         if let (Some(log), Some((time, t0))) = (&self.access_log, started) {
-            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-            let (remote, method, uri, version) = (
-                s(facts.remote_addr),
-                s(facts.method),
-                s(facts.uri),
-                s(facts.version),
-            );
-            let (referer, agent) = (s(facts.referer), s(facts.user_agent));
             log.log(&AccessRecord {
-                remote_addr: &remote,
+                remote_addr: facts.remote_addr,
                 time,
-                method: &method,
-                uri: &uri,
-                version: &version,
+                method: facts.method,
+                uri: facts.uri,
+                version: facts.version,
                 status: sent.status,
-                bytes: sent.bytes,
-                referer: (!referer.is_empty()).then_some(referer.as_str()),
-                user_agent: (!agent.is_empty()).then_some(agent.as_str()),
+                bytes: sent.body,
+                headers: &req.headers,
                 duration: t0.elapsed(),
             });
         }
         if outcome != Outcome::Complete {
             tracing::debug!(
                 "{} {} {} -> {} ({} bytes, {:?})",
-                String::from_utf8_lossy(facts.method),
-                String::from_utf8_lossy(facts.uri),
-                String::from_utf8_lossy(facts.version),
+                crate::access_log::escaped(facts.method),
+                crate::access_log::escaped(facts.uri),
+                crate::access_log::escaped(facts.version),
                 sent.status,
                 sent.bytes,
                 outcome
