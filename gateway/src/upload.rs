@@ -245,6 +245,7 @@ impl TempStore {
     }
 }
 
+/// A [`UploadError::Refused`] for `frame_path` (shown lossily, at most 256 bytes).
 fn refused(frame_path: &[u8], reason: &str) -> UploadError {
     let shown = &frame_path[..frame_path.len().min(256)];
     UploadError::Refused {
@@ -519,8 +520,10 @@ impl ClaimTable {
         }
     }
 
+    /// Creates the claim folder (mode 0700) unless it exists; a symlink there is refused.
     fn ensure_dir(&self) -> io::Result<()> {
-        match std::fs::DirBuilder::new().mode_0700().create(&self.dir) {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let meta = std::fs::symlink_metadata(&self.dir)?;
@@ -639,16 +642,6 @@ impl ClaimTable {
     }
 }
 
-trait DirBuilderExt0700 {
-    fn mode_0700(&mut self) -> &mut Self;
-}
-
-impl DirBuilderExt0700 for std::fs::DirBuilder {
-    fn mode_0700(&mut self) -> &mut Self {
-        std::os::unix::fs::DirBuilderExt::mode(self, 0o700)
-    }
-}
-
 /// `conn_id dev ino sender-hex\n`.
 fn encode_claim(owner: &Owner, (dev, ino): FileId) -> Vec<u8> {
     let mut out = format!("{} {dev} {ino} ", owner.conn_id).into_bytes();
@@ -659,6 +652,7 @@ fn encode_claim(owner: &Owner, (dev, ino): FileId) -> Vec<u8> {
     out
 }
 
+/// The owner and file identity of a claim file, or None when it is not one.
 fn decode_claim(bytes: &[u8]) -> Option<(Owner, FileId)> {
     let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
     let mut parts = text.split(' ');

@@ -297,3 +297,122 @@ fn two_connections_racing_for_one_file_on_two_workers_get_it_once() {
         assert!(!store.host(&name).exists());
     }
 }
+
+/// A worker process connected to fake-mongrel2's endpoints; killed on drop.
+struct HttpWorker {
+    child: std::process::Child,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HttpWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `request` on a fresh connection and reads until `until` is in the answer (or EOF /
+/// 30 s); returns what came.
+fn http_exchange(addr: std::net::SocketAddr, request: &[u8], until: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    conn.write_all(request).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !String::from_utf8_lossy(&got).contains(until) {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn over_http_a_client_sending_upload_headers_reads_and_deletes_nothing() {
+    // As scripts/run.sh runs them: fake-mongrel2 and wsgid with the same temp store.
+    let store = Store::new();
+    let root = store.chroot.path().to_path_buf();
+    let m2 = conformance::fake::start_with(|s| {
+        s.chroot = Some(root.clone());
+        s.upload_temp_store = Some("/tmp/upload.XXXXXX".into());
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("wsgid.log");
+    let mut cfg = config(|cfg| {
+        cfg["mongrel2_chroot"] = json!(root);
+        cfg["upload_temp_store"] = json!("/tmp/upload.XXXXXX");
+    });
+    cfg["recv"] = json!([m2.send_endpoint(0)]);
+    cfg["send"] = json!([m2.recv_endpoint(0)]);
+    let bin = std::env::var_os("WSGID_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| conformance::bin_path("wsgid"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let worker = HttpWorker {
+        child: std::process::Command::new(bin)
+            .env("WSGID_WORKER_CONFIG", cfg.to_string())
+            .env("WSGID_BENCH_ROLE", "worker")
+            .env("WSGID_LOG", "debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        log_path,
+        _dir: dir,
+    };
+    let wlog = || std::fs::read_to_string(&worker.log_path).unwrap_or_default();
+    let secret = secret(store.chroot.path(), "secret");
+    let leftover = store.spool("/tmp/upload.lftovr", b"someone else's upload");
+
+    // Upload-done naming a file outside the store, sent by a plain HTTP client.
+    let answer = http_exchange(
+        m2.http_addr(),
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\
+          X-Mongrel2-Upload-Start: /secret\r\nX-Mongrel2-Upload-Done: /secret\r\n\r\n",
+        "\r\n\r\n",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 400 "),
+        "{answer:?}; log:\n{}",
+        wlog()
+    );
+    assert!(!answer.contains("sha256"), "{answer}");
+    // Upload-start alone naming a file of the store (whose name the attacker somehow knows),
+    // then the client leaves.
+    {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(m2.http_addr()).unwrap();
+        conn.write_all(
+            b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Mongrel2-Upload-Start: /tmp/upload.lftovr\r\n\r\n",
+        )
+        .unwrap();
+    }
+    // The worker logs the disconnect once it handled it (after the start: frames in order).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !wlog().contains("disconnected") {
+        assert!(
+            Instant::now() < deadline,
+            "no disconnect handled; log:\n{}",
+            wlog()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read(&secret).unwrap(), b"TOP SECRET\n");
+    assert!(
+        leftover.exists(),
+        "a forged upload-start deleted a file; log:\n{}",
+        wlog()
+    );
+}
