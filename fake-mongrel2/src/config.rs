@@ -370,6 +370,22 @@ pub fn load(src: &str, server_uuid: Option<&str>) -> Result<Loaded, ConfigError>
                             ConfigError::Invalid("limits.handler_targets below 1".into())
                         })?;
                 }
+                "limits.min_ping"
+                | "limits.min_read_rate"
+                | "limits.min_write_rate"
+                | "limits.kill_limit"
+                | "limits.tick_timer" => {
+                    let n = u64::try_from(as_num(v, &key)?)
+                        .map_err(|_| ConfigError::Invalid(format!("{key} is negative")))?;
+                    let l = &mut settings.limits;
+                    match key.as_str() {
+                        "limits.min_ping" => l.min_ping = n,
+                        "limits.min_read_rate" => l.min_read_rate = n,
+                        "limits.min_write_rate" => l.min_write_rate = n,
+                        "limits.kill_limit" => l.kill_limit = u32::try_from(n).unwrap_or(u32::MAX),
+                        _ => l.tick_timer = n.max(1),
+                    }
+                }
                 "upload.temp_store" => settings.upload_temp_store = Some(as_str(v, &key)?),
                 "upload.temp_store_mode" => {
                     let text = as_str(v, &key)?;
