@@ -571,11 +571,11 @@ impl Server {
                 // safety net for a missed ZMQ_FD edge
                 timeout = timeout.min(Duration::from_millis(50));
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!("epoll failed: {e}");
-                    break;
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!("epoll failed: {e}");
+                break;
             }
             for ev in &events {
                 match ev.token() {
@@ -583,7 +583,7 @@ impl Server {
                     LISTENER => self.accept_all(),
                     Token(t) if t >= ZMQ_BASE => {
                         let h = (t - ZMQ_BASE) / 2;
-                        if (t - ZMQ_BASE) % 2 == 0 {
+                        if (t - ZMQ_BASE).is_multiple_of(2) {
                             let _ = self.handlers[h].push.get_events();
                             self.flush_handler(h);
                         } else {
