@@ -97,8 +97,9 @@ enum CloseReason {
     Client,
     /// We answered 400/404/413/417: disconnect frame if a handler saw a request.
     ServerError,
-    /// The limits sweep closed it (as Mongrel2's `Register_disconnect`, which the connection's
-    /// task then sees as a closed socket): disconnect frame if a handler saw a request.
+    /// The limits sweep closed it (Mongrel2's `Register_disconnect`): no disconnect frame
+    /// (checked against the real 1.12.2: a served keep-alive connection closed by the sweep
+    /// gives the handler nothing).
     TimedOut,
     /// Zero-length reply: no disconnect frame.
     Handler,
@@ -704,10 +705,7 @@ impl Server {
             self.handlers[h].send_or_keep(frame, h);
         }
         let handler = conn.last_handler;
-        let disconnect = matches!(
-            reason,
-            CloseReason::Client | CloseReason::ServerError | CloseReason::TimedOut
-        );
+        let disconnect = matches!(reason, CloseReason::Client | CloseReason::ServerError);
         if handler != NO_HANDLER
             && disconnect
             && let Some(spec) = self.ctl.settings.handlers.get(handler)
@@ -749,6 +747,10 @@ impl Server {
             let Some(conn) = self.conns.get_mut(slot).and_then(|c| c.as_deref_mut()) else {
                 return;
             };
+            if conn.parked.is_some() {
+                // already waiting in its handler's queue: flush_handler resumes it
+                return;
+            }
             let mut env = Env {
                 handlers: &mut self.handlers,
                 settings: &ctl.settings,
