@@ -374,3 +374,59 @@ fn two_thousand_idle_connections_are_held_while_a_new_client_is_served() {
         }
     }
 }
+
+/// The binary as a child on `127.0.0.1:0`; Drop kills it.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_binary_prints_the_address_it_really_listens_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let _child = Child(
+        std::process::Command::new(conformance::bin_path("fake-mongrel2"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--send",
+                "tcp://127.0.0.1:*",
+                "--recv",
+                "tcp://127.0.0.1:*",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("fake-mongrel2 runs"),
+    );
+    let mut text = String::new();
+    wait_until("the startup lines", || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("send_spec")
+    });
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fake-mongrel2: listening on http://"))
+        .unwrap_or_else(|| panic!("no listening line in {text:?}"));
+    let addr: std::net::SocketAddr = url.parse().expect("an address");
+    assert_ne!(addr.port(), 0, "the real port, not the one asked for");
+    let specs: Vec<&str> = text
+        .lines()
+        .find(|l| l.contains("send_spec"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let at = |k: &str| specs[specs.iter().position(|w| *w == k).unwrap() + 1];
+    let h = TestHandler::connect(at("send_spec"), at("recv_spec"));
+    let mut c = Client::connect(addr);
+    c.send(GET);
+    let f = h.expect("a request through the printed address");
+    h.reply(&[parse_request(&f).unwrap().conn_id], OK);
+    assert_eq!(c.read_at_least(OK.len(), T), OK);
+}

@@ -683,4 +683,36 @@ mod tests {
             Err(ConfigError::Invalid(_))
         ));
     }
+
+    #[test]
+    fn timeout_limits_are_read_by_their_mongrel2_names() {
+        let base = "h = Handler(send_spec='a', send_ident='x', recv_spec='b', recv_ident='', protocol='json')\n\
+                    s = Server(uuid='u', port=1, bind_addr='127.0.0.1', hosts=[Host(name='h', routes={'/': h})])\n\
+                    servers = [s]\n";
+        let l = load(base, None).unwrap();
+        assert_eq!(l.settings.limits, crate::limits::Limits::default());
+        let src = format!(
+            "{base}settings = {{'limits.min_ping': 5, 'limits.min_read_rate': 0, \
+             'limits.min_write_rate': 10, 'limits.kill_limit': 1, 'limits.tick_timer': 2}}\n"
+        );
+        let l = load(&src, None).unwrap();
+        let lim = l.settings.limits;
+        assert_eq!(
+            (
+                lim.min_ping,
+                lim.min_read_rate,
+                lim.min_write_rate,
+                lim.kill_limit,
+                lim.tick_timer
+            ),
+            (5, 0, 10, 1, 2)
+        );
+        assert!(
+            l.warnings.iter().all(|w| !w.contains("limits.")),
+            "{:?}",
+            l.warnings
+        );
+        let bad = format!("{base}settings = {{'limits.min_ping': -1}}\n");
+        assert!(matches!(load(&bad, None), Err(ConfigError::Invalid(_))));
+    }
 }
