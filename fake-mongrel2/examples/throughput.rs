@@ -84,8 +84,20 @@ fn warm_up(addr: SocketAddr) {
     panic!("no reply through {addr} within 20 s");
 }
 
-/// N keep-alive clients for `secs`; returns completed requests.
-fn load(addr: SocketAddr, conns: usize, secs: f64) -> (u64, Duration) {
+/// CPU time used by the calling thread so far.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// N keep-alive clients for `secs`; returns completed requests, the wall time and the
+/// client threads' own CPU time.
+fn load(addr: SocketAddr, conns: usize, secs: f64) -> (u64, Duration, Duration) {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -97,21 +109,24 @@ fn load(addr: SocketAddr, conns: usize, secs: f64) -> (u64, Duration) {
                 s.set_nodelay(true).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 let mut buf = vec![0u8; RESPONSE.len()];
+                let cpu = thread_cpu();
                 while !stop.load(Ordering::Relaxed) {
                     s.write_all(REQUEST).unwrap();
                     s.read_exact(&mut buf).expect("a full response");
                     assert_eq!(buf, RESPONSE);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
+                thread_cpu() - cpu
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
     stop.store(true, Ordering::Relaxed);
+    let mut cpu = Duration::ZERO;
     for t in threads {
-        t.join().unwrap();
+        cpu += t.join().unwrap();
     }
-    (done.load(Ordering::Relaxed), start.elapsed())
+    (done.load(Ordering::Relaxed), start.elapsed(), cpu)
 }
 
 fn free_port() -> u16 {
@@ -183,12 +198,14 @@ fn bench(name: &str, addr: SocketAddr, send: String, recv: String, conns: usize,
     let stop = Arc::new(AtomicBool::new(false));
     let h = handler(send, recv, stop.clone());
     warm_up(addr);
-    let (n, took) = load(addr, conns, secs);
+    let (n, took, cpu) = load(addr, conns, secs);
     stop.store(true, Ordering::Relaxed);
     let handled = h.join().unwrap();
     let rps = n as f64 / took.as_secs_f64();
+    let per_req = cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
     println!(
-        "{name:>14}: {n} requests in {took:.2?} = {rps:.0} req/s ({conns} keep-alive connections; handler saw {handled})"
+        "{name:>14}: {n} requests in {took:.2?} = {rps:.0} req/s ({conns} keep-alive connections; handler saw {handled}; client CPU {per_req:.1} us/request, {:.0}% of a core)",
+        cpu.as_secs_f64() * 100.0 / took.as_secs_f64()
     );
     rps
 }

@@ -370,6 +370,22 @@ pub fn load(src: &str, server_uuid: Option<&str>) -> Result<Loaded, ConfigError>
                             ConfigError::Invalid("limits.handler_targets below 1".into())
                         })?;
                 }
+                "limits.min_ping"
+                | "limits.min_read_rate"
+                | "limits.min_write_rate"
+                | "limits.kill_limit"
+                | "limits.tick_timer" => {
+                    let n = u64::try_from(as_num(v, &key)?)
+                        .map_err(|_| ConfigError::Invalid(format!("{key} is negative")))?;
+                    let l = &mut settings.limits;
+                    match key.as_str() {
+                        "limits.min_ping" => l.min_ping = n,
+                        "limits.min_read_rate" => l.min_read_rate = n,
+                        "limits.min_write_rate" => l.min_write_rate = n,
+                        "limits.kill_limit" => l.kill_limit = u32::try_from(n).unwrap_or(u32::MAX),
+                        _ => l.tick_timer = n.max(1),
+                    }
+                }
                 "upload.temp_store" => settings.upload_temp_store = Some(as_str(v, &key)?),
                 "upload.temp_store_mode" => {
                     let text = as_str(v, &key)?;
@@ -666,5 +682,37 @@ mod tests {
             load("servers = [nope]", None),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn timeout_limits_are_read_by_their_mongrel2_names() {
+        let base = "h = Handler(send_spec='a', send_ident='x', recv_spec='b', recv_ident='', protocol='json')\n\
+                    s = Server(uuid='u', port=1, bind_addr='127.0.0.1', hosts=[Host(name='h', routes={'/': h})])\n\
+                    servers = [s]\n";
+        let l = load(base, None).unwrap();
+        assert_eq!(l.settings.limits, crate::limits::Limits::default());
+        let src = format!(
+            "{base}settings = {{'limits.min_ping': 5, 'limits.min_read_rate': 0, \
+             'limits.min_write_rate': 10, 'limits.kill_limit': 1, 'limits.tick_timer': 2}}\n"
+        );
+        let l = load(&src, None).unwrap();
+        let lim = l.settings.limits;
+        assert_eq!(
+            (
+                lim.min_ping,
+                lim.min_read_rate,
+                lim.min_write_rate,
+                lim.kill_limit,
+                lim.tick_timer
+            ),
+            (5, 0, 10, 1, 2)
+        );
+        assert!(
+            l.warnings.iter().all(|w| !w.contains("limits.")),
+            "{:?}",
+            l.warnings
+        );
+        let bad = format!("{base}settings = {{'limits.min_ping': -1}}\n");
+        assert!(matches!(load(&bad, None), Err(ConfigError::Invalid(_))));
     }
 }

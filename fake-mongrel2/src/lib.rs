@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Pure logic (no sockets): [`http`] (request heads), [`chunked`], [`settings`] (routes),
-//! [`config`] (m2sh config files), [`frames`], [`dispatch`] (reply routing). I/O: [`server`],
+//! [`config`] (m2sh config files), [`frames`], [`dispatch`] (reply routing), [`limits`] (timeouts, connection cap). I/O: [`server`],
 //! [`upload`], [`trace`].
 
 pub mod chunked;
@@ -22,6 +22,7 @@ pub mod config;
 pub mod dispatch;
 pub mod frames;
 pub mod http;
+pub mod limits;
 pub mod server;
 pub mod settings;
 pub mod trace;

@@ -16,7 +16,8 @@ struct Cli {
     /// With --config: the uuid of the Server to run (default: the first).
     #[arg(long)]
     server_uuid: Option<String>,
-    /// HTTP listen address (overrides the config's bind_addr/port) [default: 127.0.0.1:6767].
+    /// HTTP listen address (overrides the config's bind_addr/port): HOST:PORT, or :PORT for
+    /// every IPv4 interface (0.0.0.0, Mongrel2's bind_addr default) [default: 127.0.0.1:6767].
     #[arg(long)]
     listen: Option<String>,
     /// send_spec: PUSH endpoint bound for requests (handlers connect PULL)
@@ -55,6 +56,28 @@ struct Cli {
     /// limits.buffer_size: largest request head [default: 4096].
     #[arg(long)]
     buffer_size: Option<usize>,
+    /// limits.min_ping: seconds without a request before a connection fails the ping test
+    /// (0 = off) [default: 120].
+    #[arg(long)]
+    min_ping: Option<u64>,
+    /// limits.min_read_rate: bytes/s below which the read test fails (0 = off) [default: 300].
+    #[arg(long)]
+    min_read_rate: Option<u64>,
+    /// limits.min_write_rate: bytes/s below which the write test fails (0 = off)
+    /// [default: 300].
+    #[arg(long)]
+    min_write_rate: Option<u64>,
+    /// limits.kill_limit: close a connection when more than this many of the three tests
+    /// fail [default: 2].
+    #[arg(long)]
+    kill_limit: Option<u32>,
+    /// limits.tick_timer: seconds between two sweeps of the tests [default: 10].
+    #[arg(long)]
+    tick_timer: Option<u64>,
+    /// Most client connections held at once; more get 503 and are closed
+    /// [default: the open-files limit (raised to its hard limit) minus 128].
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Write every frame in and out as JSON lines to this file.
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
@@ -148,7 +171,75 @@ fn settings_from(cli: &Cli) -> Result<Settings> {
         }
         s.buffer_size = v;
     }
+    let l = &mut s.limits;
+    if let Some(v) = cli.min_ping {
+        l.min_ping = v;
+    }
+    if let Some(v) = cli.min_read_rate {
+        l.min_read_rate = v;
+    }
+    if let Some(v) = cli.min_write_rate {
+        l.min_write_rate = v;
+    }
+    if let Some(v) = cli.kill_limit {
+        l.kill_limit = v;
+    }
+    if let Some(v) = cli.tick_timer {
+        if v == 0 {
+            bail!("--tick-timer: expected at least 1 second, got 0");
+        }
+        l.tick_timer = v;
+    }
+    if let Some(v) = cli.max_connections {
+        if v == 0 {
+            bail!("--max-connections: expected at least 1, got 0");
+        }
+        l.max_connections = Some(v);
+    }
     Ok(s)
+}
+
+/// Raises the soft open-files limit to the hard one (each connection is one descriptor).
+fn raise_nofile_limit() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+/// The `http://` URLs a listener bound to `addr` answers on: the address itself, or for an
+/// unspecified address every local IPv4 interface address.
+fn listening_urls(addr: std::net::SocketAddr) -> Vec<String> {
+    if !addr.ip().is_unspecified() {
+        return vec![format!("http://{addr}")];
+    }
+    let mut urls = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we walk read-only and free once with freeifaddrs.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) == 0 {
+            let mut p = ifap;
+            while !p.is_null() {
+                let ifa = &*p;
+                if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+                {
+                    let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    urls.push(format!("http://{ip}:{}", addr.port()));
+                }
+                p = ifa.ifa_next;
+            }
+            libc::freeifaddrs(ifap);
+        }
+    }
+    urls
 }
 
 fn main() -> Result<()> {
@@ -161,6 +252,7 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let settings = settings_from(&cli)?;
+    raise_nofile_limit();
     if let Some(template) = &settings.upload_temp_store {
         let host = match &settings.chroot {
             Some(root) => root.join(template.trim_start_matches('/')),
@@ -177,7 +269,24 @@ fn main() -> Result<()> {
     let trace_rx = cli.trace.as_ref().map(|_| tracer.subscribe());
     let names: Vec<String> = settings.handlers.iter().map(|h| h.name.clone()).collect();
     let m2 = FakeMongrel2::start_with_tracer(settings, tracer)?;
-    eprintln!("fake-mongrel2: listening on http://{}", m2.http_addr());
+    let addr = m2.http_addr();
+    if addr.ip().is_unspecified() {
+        eprintln!("fake-mongrel2: listening on {addr} (every interface):");
+        for url in listening_urls(addr) {
+            eprintln!("fake-mongrel2:   {url}");
+        }
+    } else {
+        eprintln!("fake-mongrel2: listening on http://{addr}");
+    }
+    eprintln!(
+        "fake-mongrel2: limits: min_ping {}s, min_read_rate {} B/s, min_write_rate {} B/s, kill_limit {}, tick_timer {}s, max {} connections",
+        m2.settings().limits.min_ping,
+        m2.settings().limits.min_read_rate,
+        m2.settings().limits.min_write_rate,
+        m2.settings().limits.kill_limit,
+        m2.settings().limits.tick_timer,
+        m2.connection_cap()
+    );
     for (i, name) in names.iter().enumerate() {
         eprintln!(
             "fake-mongrel2: handler {name}: send_spec {} recv_spec {}",

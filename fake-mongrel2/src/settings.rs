@@ -2,6 +2,7 @@
 //! plus the route lookup (longest matching prefix, as Mongrel2's route map does for literal
 //! patterns).
 
+use crate::limits::Limits;
 use protocol::HeaderProtocol;
 use std::path::PathBuf;
 
@@ -72,8 +73,11 @@ pub struct Settings {
     pub buffer_size: usize,
     /// `limits.handler_targets`: most ids in one reply frame.
     pub handler_targets: usize,
-    /// Undelivered reply frames allowed per connection before it is killed.
+    /// Undelivered reply frames allowed per connection before it is killed (Mongrel2's
+    /// deliver queue cap).
     pub max_queued_frames: usize,
+    /// Idle/slow-client sweep and connection cap.
+    pub limits: Limits,
 }
 
 impl Default for Settings {
@@ -89,6 +93,7 @@ impl Default for Settings {
             buffer_size: 4096,
             handler_targets: protocol::MAX_REPLY_IDS,
             max_queued_frames: 16,
+            limits: Limits::default(),
         }
     }
 }
