@@ -543,25 +543,48 @@ fn baseline_gateway_host_vanishes_and_returns() {
     let url = format!("http://{}:{HTTP_PORT}/load", a.addr);
     let (cut_at, restore_at) = (Duration::from_secs(5), Duration::from_secs(35));
     let start = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    // B's access log sampled every 100 ms: when B stops and starts serving again.
+    let mut b_samples: Vec<(Duration, usize)> = Vec::new();
     let report = std::thread::scope(|s| {
         let run = s.spawn(|| {
-            loadgen(
+            let r = loadgen(
                 d,
                 &url,
-                &["--rps", "100", "-d", "60s", "--timeout", "3s", "-c", "64"],
+                &["--rps", "100", "-d", "60s", "--timeout", "3s", "-c", "400"],
                 dir.path(),
                 "vanish",
-            )
+            );
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
         });
-        std::thread::sleep(cut_at.saturating_sub(start.elapsed()));
-        tb.cut(1).unwrap();
-        std::thread::sleep(restore_at.saturating_sub(start.elapsed()));
-        tb.restore(1).unwrap();
+        let (mut cut, mut restored) = (false, false);
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = start.elapsed();
+            if !cut && t >= cut_at {
+                tb.cut(1).unwrap();
+                cut = true;
+            }
+            if !restored && t >= restore_at {
+                tb.restore(1).unwrap();
+                restored = true;
+            }
+            b_samples.push((t, served(dir.path(), "B", "/load")));
+            std::thread::sleep(Duration::from_millis(100));
+        }
         run.join().unwrap()
     });
-    eprintln!(
-        "cut at {cut_at:?}, restored at {restore_at:?} (wall clock since loadgen start, ±0.1 s)"
-    );
+    eprintln!("cut at {cut_at:?}, restored at {restore_at:?} (since loadgen start, ±0.1 s)");
+    let last_before = b_samples
+        .windows(2)
+        .rev()
+        .find(|w| w[1].1 > w[0].1 && w[1].0 < restore_at)
+        .map(|w| w[1].0);
+    let first_after = b_samples
+        .windows(2)
+        .find(|w| w[1].1 > w[0].1 && w[1].0 > restore_at)
+        .map(|w| w[1].0);
+    eprintln!("B's access log last grew at {last_before:?}, grew again at {first_after:?}");
     eprintln!("requests: {}", report["requests"]);
     eprintln!("errors: {}", report["errors"]);
     for row in report["timeline"].as_array().unwrap() {
@@ -575,4 +598,109 @@ fn baseline_gateway_host_vanishes_and_returns() {
         served(dir.path(), "B", "/load"),
         served(dir.path(), "C", "/load")
     );
+}
+
+/// The real Mongrel2's config: HTTP on A:8080, the handler's sockets on A.
+const REAL_CONFIG: &str = r#"
+app = Handler(
+    send_spec='tcp://@A@:9997',
+    send_ident='11111111-2222-4333-8444-555555555555',
+    recv_spec='tcp://@A@:9996',
+    recv_ident='',
+    protocol='json')
+
+localhost = Host(name="localhost", routes={'/': app})
+
+main = Server(
+    uuid="9a8b7c6d-0000-4000-8000-0000000a0517",
+    name="hosts",
+    access_log="/logs/access.log",
+    error_log="/logs/error.log",
+    chroot="@CHROOT@",
+    pid_file="/run/mongrel2.pid",
+    default_host="localhost",
+    bind_addr="@A@",
+    port=8080,
+    hosts=[localhost]
+)
+
+settings = { "server.daemonize": 0, "zeromq.threads": 1 }
+
+servers = [main]
+"#;
+
+/// The real Mongrel2 on host `a` (chroot `<dir>/m2`), once it accepts connections.
+fn start_real(a: &Host, dir: &Path) -> Proc {
+    let chroot = dir.join("m2");
+    for sub in ["logs", "run", "tmp"] {
+        std::fs::create_dir_all(chroot.join(sub)).unwrap();
+    }
+    let config = REAL_CONFIG
+        .replace("@A@", &a.addr.to_string())
+        .replace("@CHROOT@", &chroot.display().to_string());
+    std::fs::write(chroot.join("mongrel2.conf"), config).unwrap();
+    let out = std::process::Command::new("m2sh")
+        .args(["load", "-config", "mongrel2.conf", "-db", "config.sqlite"])
+        .current_dir(&chroot)
+        .env("LOGNAME", "root")
+        .output()
+        .expect("running m2sh");
+    assert!(out.status.success(), "m2sh load: {out:?}");
+    let log = dir.join("mongrel2.out");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = a
+        .command("mongrel2")
+        .args(["config.sqlite", "9a8b7c6d-0000-4000-8000-0000000a0517"])
+        .current_dir(&chroot)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .expect("starting mongrel2");
+    let mut p = Proc { child, log };
+    let to = SocketAddr::from((a.addr, HTTP_PORT));
+    let up = eventually(Duration::from_secs(20), || {
+        if let Ok(Some(st)) = p.child.try_wait() {
+            panic!("mongrel2 exited with {st}: {}", p.log());
+        }
+        a.run_in(|| TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok())
+    });
+    assert!(up, "mongrel2 never listened on {to}: {}", p.log());
+    p
+}
+
+#[test]
+fn real_mongrel2_on_one_host_spreads_over_two_gateway_hosts() {
+    if !conformance::mongrel2::real_available() {
+        eprintln!("skipping: the real Mongrel2 (mongrel2-core) is not installed");
+        return;
+    }
+    let Some(tb) = veth_bed(4) else { return };
+    let (a, b, c, d) = (tb.host(0), tb.host(1), tb.host(2), tb.host(3));
+    let dir = app_dir();
+    let _m2 = start_real(a, dir.path());
+    let _gb = start_gateway(b, a, "B", dir.path(), &[]);
+    let _gc = start_gateway(c, a, "C", dir.path(), &[]);
+    warm_up(d, SocketAddr::from((a.addr, HTTP_PORT)), &["B", "C"]);
+    let url = format!("http://{}:{HTTP_PORT}/load", a.addr);
+    let r = loadgen(d, &url, &["--rps", "200", "-d", "3s"], dir.path(), "real");
+    let req = &r["requests"];
+    let intended = req["intended"].as_u64().unwrap();
+    assert_eq!(req["completed"], req["intended"], "{req}");
+    assert_eq!(req["failed"], 0, "{r}");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            (served(dir.path(), "B", "/load") + served(dir.path(), "C", "/load")) as u64 == intended
+        }),
+        "access logs do not add up to {intended}"
+    );
+    let (sb, sc) = (
+        served(dir.path(), "B", "/load"),
+        served(dir.path(), "C", "/load"),
+    );
+    assert!(
+        sb as u64 > intended / 5 && sc as u64 > intended / 5,
+        "B {sb}, C {sc}"
+    );
+    eprintln!("real Mongrel2, 200 req/s: {intended} requests, B {sb}, C {sc}");
 }
