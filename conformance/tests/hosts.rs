@@ -227,11 +227,11 @@ impl Drop for Proc {
     }
 }
 
-/// The app every gateway serves: answers its host's label (`HOST_LABEL`).
+/// The app every gateway serves: answers its host's label (`HOST_LABEL`) and the path.
 const APP: &str = r#"
 import os
 def application(environ, start_response):
-    body = os.environ.get("HOST_LABEL", "?").encode()
+    body = (os.environ.get("HOST_LABEL", "?") + " " + environ.get("PATH_INFO", "")).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 "#;
@@ -246,20 +246,25 @@ fn app_dir() -> tempfile::TempDir {
 
 /// fake-mongrel2 on `a` (HTTP on a:8080, send_spec a:9997, recv_spec a:9996).
 fn start_fake(a: &Host, dir: &Path) -> Proc {
-    let args: Vec<String> = [
+    start_fake_with(a, dir, &[])
+}
+
+/// fake-mongrel2 on `a` as [`start_fake`], plus `extra` options.
+fn start_fake_with(a: &Host, dir: &Path, extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = vec![
         "--listen".into(),
         format!("{}:{HTTP_PORT}", a.addr),
         "--send".into(),
         a.tcp(SEND_PORT),
         "--recv".into(),
         a.tcp(RECV_PORT),
-    ]
-    .into();
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     let mut p = Proc::start(
         a,
         &conformance::bin_path("fake-mongrel2"),
         &args,
-        dir.join("fake.log"),
+        dir.join(format!("fake-{}.log", a.index)),
     );
     p.wait_log(
         &format!("listening on http://{}:{HTTP_PORT}", a.addr),
@@ -302,9 +307,9 @@ fn access_log(dir: &Path, label: &str) -> PathBuf {
     dir.join(format!("{label}.access"))
 }
 
-/// Lines in gateway `label`'s access log for `path`.
+/// Lines in gateway `label`'s access log for paths starting with `path`.
 fn served(dir: &Path, label: &str, path: &str) -> usize {
-    let needle = format!("GET {path} ");
+    let needle = format!("GET {path}");
     std::fs::read_to_string(access_log(dir, label))
         .unwrap_or_default()
         .lines()
@@ -340,7 +345,7 @@ fn warm_up(from: &Host, front: SocketAddr, labels: &[&str]) {
             "only {seen:?} of {labels:?} answered within 60 s"
         );
         if let Some((200, body)) = get(from, front, "/warm", Duration::from_secs(3)) {
-            seen.push(body);
+            seen.push(body.split(' ').next().unwrap_or_default().to_owned());
         }
     }
 }
@@ -703,4 +708,58 @@ fn real_mongrel2_on_one_host_spreads_over_two_gateway_hosts() {
         "B {sb}, C {sc}"
     );
     eprintln!("real Mongrel2, 200 req/s: {intended} requests, B {sb}, C {sc}");
+}
+
+#[test]
+fn one_gateway_serves_two_front_ends_on_two_hosts_without_mixing_replies() {
+    let Some(tb) = veth_bed(4) else { return };
+    let (a, b, c, d) = (tb.host(0), tb.host(1), tb.host(2), tb.host(3));
+    let dir = app_dir();
+    // Distinct send_ident / recv_ident per front end: each SUB takes only its own replies.
+    let ident_a = "aaaaaaaa-0000-4000-8000-00000000000a";
+    let ident_c = "cccccccc-0000-4000-8000-00000000000c";
+    let _fa = start_fake_with(
+        a,
+        dir.path(),
+        &["--send-ident", ident_a, "--recv-ident", ident_a],
+    );
+    let _fc = start_fake_with(
+        c,
+        dir.path(),
+        &["--send-ident", ident_c, "--recv-ident", ident_c],
+    );
+    let both = [
+        "--recv".into(),
+        c.tcp(SEND_PORT),
+        "--send".into(),
+        c.tcp(RECV_PORT),
+    ];
+    let _gb = start_gateway(b, a, "B", dir.path(), &both);
+    let front_a = SocketAddr::from((a.addr, HTTP_PORT));
+    let front_c = SocketAddr::from((c.addr, HTTP_PORT));
+    warm_up(d, front_a, &["B"]);
+    warm_up(d, front_c, &["B"]);
+    // Both front ends number their connections alike: the same ids are live on both at once.
+    const N: usize = 100;
+    std::thread::scope(|s| {
+        for (front, tag) in [(front_a, "a"), (front_c, "c")] {
+            s.spawn(move || {
+                for i in 0..N {
+                    let path = format!("/{tag}/{i}");
+                    let got = get(d, front, &path, Duration::from_secs(10));
+                    assert_eq!(
+                        got,
+                        Some((200, format!("B {path}"))),
+                        "front end {tag}, request {i}"
+                    );
+                }
+            });
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            served(dir.path(), "B", "/a/") == N && served(dir.path(), "B", "/c/") == N
+        }),
+        "the gateway's access log has not {N} of each"
+    );
 }
