@@ -543,10 +543,26 @@ fn latency_and_loss_between_front_end_and_gateway_host_lose_no_request() {
 #[test]
 #[ignore = "a measurement (about 70 s): run with --run-ignored only and --no-capture"]
 fn baseline_gateway_host_vanishes_and_returns() {
+    vanish_and_return(false);
+}
+
+/// The same measurement with the real Mongrel2 on host A.
+#[test]
+#[ignore = "a measurement (about 70 s): run with --run-ignored only and --no-capture"]
+fn baseline_real_mongrel2_gateway_host_vanishes_and_returns() {
+    vanish_and_return(true);
+}
+
+/// Cuts B's link at 5 s and restores it at 35 s of a 60 s run at 100 req/s; prints figures.
+fn vanish_and_return(real: bool) {
     let Some(tb) = veth_bed(4) else { return };
     let (a, b, c, d) = (tb.host(0), tb.host(1), tb.host(2), tb.host(3));
     let dir = app_dir();
-    let _fake = start_fake(a, dir.path());
+    let _front = if real {
+        start_real(a, dir.path())
+    } else {
+        start_fake(a, dir.path())
+    };
     let _gb = start_gateway(b, a, "B", dir.path(), &[]);
     let _gc = start_gateway(c, a, "C", dir.path(), &[]);
     let front = SocketAddr::from((a.addr, HTTP_PORT));
