@@ -6,6 +6,7 @@
 
 pub mod fake;
 pub mod gateway;
+pub mod hosts;
 pub mod lifecycle;
 pub mod mongrel2;
 
