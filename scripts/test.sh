@@ -37,10 +37,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "build binaries"
 cargo build --workspace --bins
 
-log "tests"
-cargo nextest run --workspace --no-fail-fast --failure-output final
-cargo test --workspace --doc
-
 # Fuzz targets (fuzz/, docs/fuzzing.md): a short bounded run of each. Needs a nightly toolchain;
 # cargo-fuzz is installed from the registry when missing. Without nightly it says so and skips.
 if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
@@ -49,3 +45,8 @@ if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >
 fi
 log "fuzz targets, ${FUZZ_SECONDS:-15} s each"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
+
+log "tests"
+cargo nextest run --workspace --no-fail-fast --failure-output final
+cargo test --workspace --doc
+
