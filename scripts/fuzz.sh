@@ -35,7 +35,12 @@ fi
 
 # Release code (no debug assertions: the same flags for build and run, so nothing rebuilds).
 FLAGS=(-O -s "$SANITIZER")
-cargo +nightly fuzz build "${FLAGS[@]}"
+build_log=$(mktemp)
+if ! cargo +nightly fuzz build "${FLAGS[@]}" >"$build_log" 2>&1; then
+  echo "fuzz: FAILED to build the targets ($build_log):"
+  tail -n 30 "$build_log"
+  exit 1
+fi
 
 status=0
 for t in "${TARGETS[@]}"; do
