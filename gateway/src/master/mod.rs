@@ -11,7 +11,7 @@ pub mod process;
 pub mod signals;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -200,6 +200,8 @@ pub struct Master {
     rolling: Option<Rolling>,
     responder: Option<Responder>,
     pid_files: bool,
+    /// The disconnect board every worker shares (see `worker::disconnects`).
+    disconnects: Option<OwnedFd>,
 }
 
 impl Master {
@@ -227,6 +229,14 @@ impl Master {
             rolling: None,
             responder: None,
             pid_files,
+            disconnects: match crate::worker::disconnects::Disconnects::create_fd() {
+                // SAFETY: a fresh fd we own.
+                Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+                Err(e) => {
+                    error!("cannot create the shared disconnect board: {e}");
+                    None
+                }
+            },
         };
         m.connect_responder();
         Ok(m)
@@ -633,6 +643,7 @@ impl Master {
             privileges: self.privileges.as_ref(),
             scoreboard_fd: slot.fd(),
             ready_fd: ready_w.as_raw_fd(),
+            disconnects_fd: self.disconnects.as_ref().map_or(-1, |f| f.as_raw_fd()),
         };
         match process::spawn_worker(&spec) {
             Ok(pid) => {
