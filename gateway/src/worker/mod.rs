@@ -7,6 +7,7 @@
 
 pub mod disconnects;
 mod handoff;
+pub mod ledger;
 mod signals;
 pub mod transport;
 
@@ -84,6 +85,8 @@ struct Worker {
     pending: VecDeque<Inbound>,
     /// Disconnects seen by any worker.
     board: Arc<Disconnects>,
+    /// The requests this worker holds, for the master (None without a master).
+    ledger: Option<Arc<ledger::Ledger>>,
     uploads: UploadPolicy,
     /// Uploads started and not done, to remove the file when the client leaves (filters).
     pending_uploads: PendingUploads,
@@ -118,9 +121,11 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
         }
     };
     transport::front_ends(&cfg.recv, &cfg.send)?;
-    let outbox = Outbox::connect(&ctx, &cfg.send)?;
+    let mut outbox = Outbox::connect(&ctx, &cfg.send)?;
     let board = Arc::new(Disconnects::from_env().context("mapping the disconnect board")?);
-    let intake = Intake::start(&ctx, &cfg.recv, board.clone())?;
+    let ledger = ledger::Ledger::from_env().map(Arc::new);
+    outbox.set_ledger(ledger.clone());
+    let intake = Intake::start(&ctx, &cfg.recv, board.clone(), ledger.clone())?;
     let mut app = WsgiApp::new(
         py,
         app,
@@ -137,6 +142,7 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
         intake,
         pending: VecDeque::new(),
         board,
+        ledger,
         sweeper: Sweeper::new(&uploads),
         uploads,
         pending_uploads: PendingUploads::default(),
@@ -226,7 +232,19 @@ impl Worker {
         self.max_requests > 0 && self.served >= self.max_requests
     }
 
+    /// Handles one frame, keeping the ledger's account of it.
     fn handle(&mut self, py: Python<'_>, inbound: &Inbound) {
+        let ledger = self.ledger.clone().filter(|_| inbound.recorded);
+        if let Some(l) = &ledger {
+            l.start();
+        }
+        self.handle_frame(py, inbound);
+        if let Some(l) = &ledger {
+            l.finish();
+        }
+    }
+
+    fn handle_frame(&mut self, py: Python<'_>, inbound: &Inbound) {
         let frame: &[u8] = &inbound.msg;
         let req = match protocol::parse_request(frame) {
             Ok(r) => r,

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 use super::disconnects::{ClientKey, Disconnects};
+use super::ledger::Ledger;
 use super::{handoff, signals};
 
 /// Frames the receiving thread may hand over before the serving thread takes them.
@@ -115,6 +116,8 @@ pub struct Inbound {
     pub msg: zmq::Message,
     /// The disconnect board's mark when it arrived.
     pub mark: u64,
+    /// Whether it is recorded in the worker's ledger (finish it there once handled).
+    pub recorded: bool,
 }
 
 /// What the receiving thread hands over.
@@ -162,6 +165,7 @@ impl Intake {
         ctx: &zmq::Context,
         recv: &[String],
         board: Arc<Disconnects>,
+        ledger: Option<Arc<Ledger>>,
     ) -> Result<Intake, TransportError> {
         let mut pulls = Vec::with_capacity(recv.len());
         for ep in recv {
@@ -188,6 +192,7 @@ impl Intake {
             tx,
             ctl_read: fds[0],
             board,
+            ledger,
             ctx: ctx.clone(),
             peers: handoff::tcp_peers(recv),
             stop_seen: false,
@@ -286,6 +291,7 @@ struct ReceivingThread {
     tx: SyncSender<Event>,
     ctl_read: RawFd,
     board: Arc<Disconnects>,
+    ledger: Option<Arc<Ledger>>,
     ctx: zmq::Context,
     peers: Vec<std::net::SocketAddr>,
     stop_seen: bool,
@@ -301,6 +307,15 @@ pub fn disconnect_of(frame: &[u8]) -> Option<(&[u8], u64)> {
     }
     let req = protocol::parse_request(frame).ok()?;
     matches!(req.kind(), Ok(protocol::Kind::Disconnect)).then_some((req.sender, req.conn_id))
+}
+
+/// The sender and connection id of a request frame (its first two fields), if well-formed.
+pub fn sender_and_conn(frame: &[u8]) -> Option<(&[u8], u64)> {
+    let mut parts = frame.splitn(3, |&b| b == b' ');
+    let sender = parts.next()?;
+    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    parts.next()?;
+    Some((sender, id))
 }
 
 impl ReceivingThread {
@@ -356,14 +371,27 @@ impl ReceivingThread {
                 self.board.record(ClientKey::new(fe, sender, conn_id));
                 // The serving thread sees it too when there is room (it drops queued
                 // requests of that client); the board alone is enough otherwise.
-                let _ = self.tx.try_send(Event::Frame(Inbound { fe, msg, mark }));
+                let _ = self.tx.try_send(Event::Frame(Inbound {
+                    fe,
+                    msg,
+                    mark,
+                    recorded: false,
+                }));
                 continue;
             }
-            if self
-                .tx
-                .send(Event::Frame(Inbound { fe, msg, mark }))
-                .is_err()
-            {
+            // Recorded before it is handed over: from now on the master can answer it if
+            // this process dies.
+            let recorded = match (&self.ledger, sender_and_conn(&msg)) {
+                (Some(l), Some((sender, conn_id))) => l.take(fe, sender, conn_id),
+                _ => false,
+            };
+            let ev = Event::Frame(Inbound {
+                fe,
+                msg,
+                mark,
+                recorded,
+            });
+            if self.tx.send(ev).is_err() {
                 return false;
             }
         }
@@ -510,6 +538,8 @@ pub struct Outbox {
     watch: Option<(Arc<Disconnects>, ClientKey, u64)>,
     /// Frames dropped because the client left while they waited for room.
     gone: bool,
+    /// Told when bytes of a response went out (for the master's answer if we die).
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -559,7 +589,13 @@ impl Outbox {
             fe: 0,
             watch: None,
             gone: false,
+            ledger: None,
         })
+    }
+
+    /// Tells `ledger` whenever a reply frame went out.
+    pub fn set_ledger(&mut self, ledger: Option<Arc<Ledger>>) {
+        self.ledger = ledger;
     }
 
     /// Replies from now on go to front end `fe`, for the client `watch` (if any).
@@ -610,6 +646,9 @@ impl Outbox {
         loop {
             match msg.send(&mut self.fronts[fe].socket) {
                 Ok(()) => {
+                    if let Some(l) = &self.ledger {
+                        l.head_sent();
+                    }
                     if waited {
                         tracing::debug!("the front end took replies again");
                     }
