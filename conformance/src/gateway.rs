@@ -641,19 +641,31 @@ impl FrontEnd {
     /// [`FrontEnd::bind`] with a SUB socket that has not subscribed (yet): it sends no
     /// subscription to the worker until `sub.set_subscribe(b"")`.
     pub fn bind_unsubscribed(sub_hwm: i32) -> FrontEnd {
+        FrontEnd::bind_on(sub_hwm, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", false)
+    }
+
+    /// A front end bound on the endpoints of one that is gone (a restarted Mongrel2).
+    pub fn rebind(recv_spec: &str, send_spec: &str) -> FrontEnd {
+        FrontEnd::bind_on(0, recv_spec, send_spec, true)
+    }
+
+    fn bind_on(sub_hwm: i32, recv_spec: &str, send_spec: &str, subscribe: bool) -> FrontEnd {
         let ctx = zmq::Context::new();
         let push = ctx.socket(zmq::PUSH).expect("PUSH socket");
         push.set_linger(0).expect("linger");
         push.set_sndtimeo(REPLY_TIMEOUT.as_millis() as i32)
             .expect("sndtimeo");
-        push.bind("tcp://127.0.0.1:*").expect("bind PUSH");
+        push.bind(recv_spec).expect("bind PUSH");
         let sub = ctx.socket(zmq::SUB).expect("SUB socket");
         sub.set_rcvhwm(sub_hwm).expect("rcvhwm");
+        if subscribe {
+            sub.set_subscribe(b"").expect("subscribe");
+        }
         if sub_hwm > 0 {
             sub.set_rcvbuf(64 * 1024).expect("rcvbuf");
         }
         sub.set_linger(0).expect("linger");
-        sub.bind("tcp://127.0.0.1:*").expect("bind SUB");
+        sub.bind(send_spec).expect("bind SUB");
         FrontEnd {
             recv_spec: push.get_last_endpoint().unwrap().unwrap(),
             send_spec: sub.get_last_endpoint().unwrap().unwrap(),

@@ -832,6 +832,17 @@ mod tests {
     }
 
     #[test]
+    fn sender_and_connection_come_from_the_first_two_fields() {
+        assert_eq!(
+            sender_and_conn(b"uuid 42 /x 2:{},0:,"),
+            Some((&b"uuid"[..], 42))
+        );
+        assert_eq!(sender_and_conn(b"uuid x42 /x 2:{},0:,"), None);
+        assert_eq!(sender_and_conn(b"uuid 42"), None);
+        assert_eq!(sender_and_conn(b""), None);
+    }
+
+    #[test]
     fn only_disconnect_frames_are_disconnects() {
         let mut disc = Vec::new();
         protocol::encode_disconnect(&mut disc, protocol::HeaderProtocol::Json, b"uuid", 7);
