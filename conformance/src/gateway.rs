@@ -675,6 +675,23 @@ impl FrontEnd {
         }
     }
 
+    /// Sends a request frame as Mongrel2 does: retried while no worker is connected, the SUB
+    /// socket being serviced meanwhile (it subscribes only while used). Panics after
+    /// [`REPLY_TIMEOUT`].
+    pub fn send(&self, frame: &[u8]) {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            match self.push.send(frame, zmq::DONTWAIT) {
+                Ok(()) => return,
+                Err(zmq::Error::EAGAIN) if Instant::now() < deadline => {
+                    let mut items = [self.sub.as_poll_item(zmq::POLLIN)];
+                    let _ = zmq::poll(&mut items, 20);
+                }
+                Err(e) => panic!("sending a request frame: {e}"),
+            }
+        }
+    }
+
     /// The next reply frame within `timeout`.
     pub fn recv_frame(&self, timeout: Duration) -> Option<ReplyFrame> {
         let mut items = [self.sub.as_poll_item(zmq::POLLIN)];

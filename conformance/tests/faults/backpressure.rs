@@ -39,29 +39,29 @@ fn a_stalled_front_end_pauses_the_app_and_bounds_memory() {
         count.display(),
         closed.display()
     );
-    fe.push
-        .send(TestRequest::get(&path).encode(1), 0)
-        .expect("send");
+    fe.send(&TestRequest::get(&path).encode(1));
     fe.recv_frame(REPLY_TIMEOUT)
         .unwrap_or_else(|| panic!("no first frame; log:\n{}", worker.log()));
     let rss_start = rss_kib(worker.pid());
-    // The app is paused: its piece count stays far below the limit.
+    // The app is paused: its piece count stays far below the limit (measured: about 100
+    // pieces with the fix, 1500 and 94 MiB more in the same 3 s before it).
     let ran_away = poll_until(Duration::from_secs(3), || {
-        (read_count(&count) >= 1500).then_some(())
+        (read_count(&count) >= 400).then_some(())
     });
     let n = read_count(&count);
     let grown = rss_kib(worker.pid()).saturating_sub(rss_start);
+    eprintln!("paused front end: {n} pieces produced, worker grew by {grown} KiB");
     assert!(
         ran_away.is_none(),
         "the app produced {n} pieces for a front end that does not read; log:\n{}",
         worker.log()
     );
     assert!(
-        grown < 100 * 1024,
+        grown < 32 * 1024,
         "the worker grew by {grown} KiB while the front end did not read"
     );
     // The client leaves while its response waits: the stream stops, the iterable is closed.
-    fe.push.send(disconnect_frame(1), 0).expect("send");
+    fe.send(&disconnect_frame(1));
     let t0 = Instant::now();
     poll_until(REPLY_TIMEOUT, || closed.exists().then_some(())).unwrap_or_else(|| {
         panic!(
@@ -69,11 +69,9 @@ fn a_stalled_front_end_pauses_the_app_and_bounds_memory() {
             worker.log()
         )
     });
-    assert!(read_count(&count) < 1500);
+    assert!(read_count(&count) < 400);
     // The front end reads again: the worker serves the next request.
-    fe.push
-        .send(TestRequest::get("/echo?tag=next").encode(2), 0)
-        .expect("send");
+    fe.send(&TestRequest::get("/echo?tag=next").encode(2));
     fe.wait_for_text(2, "tag=next", REPLY_TIMEOUT);
     let _ = t0;
 }

@@ -23,25 +23,21 @@ fn an_app_yielding_empty_pieces_forever_stops_when_its_client_leaves() {
         count.display(),
         closed.display()
     );
-    fe.push
-        .send(TestRequest::get(&path).encode(1), 0)
-        .expect("send");
+    fe.send(&TestRequest::get(&path).encode(1));
     // Subscribe (use the SUB socket) and wait until the app is iterating.
     poll_until(REPLY_TIMEOUT, || {
         let _ = fe.recv_frame(Duration::from_millis(10));
         count.exists().then_some(())
     })
     .unwrap_or_else(|| panic!("the stream never started; log:\n{}", worker.log()));
-    fe.push.send(disconnect_frame(1), 0).expect("send");
+    fe.send(&disconnect_frame(1));
     poll_until(REPLY_TIMEOUT, || closed.exists().then_some(())).unwrap_or_else(|| {
         panic!(
             "the empty stream went on after the disconnect; log:\n{}",
             worker.log()
         )
     });
-    fe.push
-        .send(TestRequest::get("/echo?tag=next").encode(2), 0)
-        .expect("send");
+    fe.send(&TestRequest::get("/echo?tag=next").encode(2));
     fe.wait_for_text(2, "tag=next", REPLY_TIMEOUT);
 }
 

@@ -7,9 +7,7 @@ use std::time::Duration;
 use conformance::gateway::{FrontEnd, REPLY_TIMEOUT, TestRequest, WorkerProcess, config_for};
 
 fn ticks(fe: &FrontEnd, id: u64) -> u64 {
-    fe.push
-        .send(TestRequest::get("/ticks").encode(id), 0)
-        .expect("send");
+    fe.send(&TestRequest::get("/ticks").encode(id));
     let body = fe.wait_for_text(id, "pid=", REPLY_TIMEOUT);
     let text = String::from_utf8_lossy(&body).into_owned();
     text.split("ticks=")
