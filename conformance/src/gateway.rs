@@ -3,9 +3,9 @@
 //! worker (`WSGID_WORKER_CONFIG`) connecting to them, sends request frames built with
 //! `protocol` and reads the reply frames back. The process is killed on drop.
 //!
-//! Requests wait in the PUSH socket until the worker has connected, and the worker connects
-//! PULL only after its replies can flow, so no readiness polling is needed: a test sends and
-//! waits for the answer (with a deadline, noticing when the worker exits instead).
+//! Requests wait in the PUSH socket until the worker has connected, and the worker holds each
+//! reply until the SUB socket's subscription arrived, so no readiness polling is needed: a test
+//! sends and waits for the answer (with a deadline, noticing when the worker exits instead).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -283,15 +283,74 @@ impl TestRequest {
     }
 }
 
+/// A lone `wsgid` worker process started from a `WorkerConfig` (as JSON), for tests that
+/// bind their own Mongrel2-side sockets; killed on drop.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: Option<Child>,
+    /// Where the worker's stderr (its log) goes.
+    pub log_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    /// Starts a worker with `config` (its `recv`/`send` filled in by the caller).
+    pub fn start(config: &Value) -> WorkerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("wsgid.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let bin = std::env::var_os("WSGID_TEST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::bin_path("wsgid"));
+        let child = Command::new(bin)
+            .env("WSGID_WORKER_CONFIG", config.to_string())
+            .env("WSGID_BENCH_ROLE", "worker")
+            .env("WSGID_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn wsgid");
+        WorkerProcess {
+            child: Some(child),
+            log_path,
+            dir,
+        }
+    }
+
+    /// The worker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The worker's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// A scratch folder that lives as long as the worker.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A running wsgid worker and the test's Mongrel2-side sockets.
 pub struct Gateway {
-    child: Option<Child>,
+    worker: WorkerProcess,
     _ctx: zmq::Context,
     push: zmq::Socket,
     sub: zmq::Socket,
     /// Where the worker's stderr (its log) goes.
     pub log_path: PathBuf,
-    _dir: tempfile::TempDir,
     next_id: u64,
 }
 
@@ -323,28 +382,13 @@ impl Gateway {
         let sub_ep = sub.get_last_endpoint().unwrap().unwrap();
         config["recv"] = json!([push_ep]);
         config["send"] = json!([sub_ep]);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log_path = dir.path().join("wsgid.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let bin = std::env::var_os("WSGID_TEST_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::bin_path("wsgid"));
-        let child = Command::new(bin)
-            .env("WSGID_WORKER_CONFIG", config.to_string())
-            .env("WSGID_BENCH_ROLE", "worker")
-            .env("WSGID_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn wsgid");
+        let worker = WorkerProcess::start(&config);
         Gateway {
-            child: Some(child),
+            log_path: worker.log_path.clone(),
+            worker,
             _ctx: ctx,
             push,
             sub,
-            log_path,
-            _dir: dir,
             next_id: 1_000_000,
         }
     }
@@ -389,7 +433,7 @@ impl Gateway {
 
     /// Whether the worker process has exited (and how).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
+        self.worker.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// Waits for the worker to exit, at most `timeout`.
@@ -406,7 +450,7 @@ impl Gateway {
 
     /// The worker's pid.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.worker.pid()
     }
 
     /// Sends a signal to the worker.
@@ -562,11 +606,155 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+/// One Mongrel2-side socket pair (PUSH for requests, SUB for replies) bound on ephemeral
+/// ports, for tests that drive a [`WorkerProcess`] directly and need control over when the
+/// SUB socket is used (it attaches a peer and sends its subscription only when used).
+pub struct FrontEnd {
+    _ctx: zmq::Context,
+    /// Requests leave here (wsgid's `--recv`).
+    pub push: zmq::Socket,
+    /// Replies arrive here (wsgid's `--send`).
+    pub sub: zmq::Socket,
+    /// The PUSH endpoint.
+    pub recv_spec: String,
+    /// The SUB endpoint.
+    pub send_spec: String,
+}
+
+impl std::fmt::Debug for FrontEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontEnd")
+            .field("recv_spec", &self.recv_spec)
+            .field("send_spec", &self.send_spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrontEnd {
+    /// Binds both sockets; the SUB socket buffers at most `sub_hwm` frames (0: unbounded).
+    pub fn bind(sub_hwm: i32) -> FrontEnd {
+        let fe = FrontEnd::bind_unsubscribed(sub_hwm);
+        fe.sub.set_subscribe(b"").expect("subscribe");
+        fe
+    }
+
+    /// [`FrontEnd::bind`] with a SUB socket that has not subscribed (yet): it sends no
+    /// subscription to the worker until `sub.set_subscribe(b"")`.
+    pub fn bind_unsubscribed(sub_hwm: i32) -> FrontEnd {
+        FrontEnd::bind_on(sub_hwm, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", false)
+    }
+
+    /// A front end bound on the endpoints of one that is gone (a restarted Mongrel2).
+    pub fn rebind(recv_spec: &str, send_spec: &str) -> FrontEnd {
+        FrontEnd::bind_on(0, recv_spec, send_spec, true)
+    }
+
+    fn bind_on(sub_hwm: i32, recv_spec: &str, send_spec: &str, subscribe: bool) -> FrontEnd {
+        let ctx = zmq::Context::new();
+        let push = ctx.socket(zmq::PUSH).expect("PUSH socket");
+        push.set_linger(0).expect("linger");
+        push.set_sndtimeo(REPLY_TIMEOUT.as_millis() as i32)
+            .expect("sndtimeo");
+        push.bind(recv_spec).expect("bind PUSH");
+        let sub = ctx.socket(zmq::SUB).expect("SUB socket");
+        sub.set_rcvhwm(sub_hwm).expect("rcvhwm");
+        if subscribe {
+            sub.set_subscribe(b"").expect("subscribe");
+        }
+        if sub_hwm > 0 {
+            sub.set_rcvbuf(64 * 1024).expect("rcvbuf");
+        }
+        sub.set_linger(0).expect("linger");
+        sub.bind(send_spec).expect("bind SUB");
+        FrontEnd {
+            recv_spec: push.get_last_endpoint().unwrap().unwrap(),
+            send_spec: sub.get_last_endpoint().unwrap().unwrap(),
+            _ctx: ctx,
+            push,
+            sub,
         }
     }
+
+    /// Sends a request frame as Mongrel2 does: retried while no worker is connected, the SUB
+    /// socket being serviced meanwhile (it subscribes only while used). Panics after
+    /// [`REPLY_TIMEOUT`].
+    pub fn send(&self, frame: &[u8]) {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            match self.push.send(frame, zmq::DONTWAIT) {
+                Ok(()) => return,
+                Err(zmq::Error::EAGAIN) if Instant::now() < deadline => {
+                    let mut items = [self.sub.as_poll_item(zmq::POLLIN)];
+                    let _ = zmq::poll(&mut items, 20);
+                }
+                Err(e) => panic!("sending a request frame: {e}"),
+            }
+        }
+    }
+
+    /// The next reply frame within `timeout`.
+    pub fn recv_frame(&self, timeout: Duration) -> Option<ReplyFrame> {
+        let mut items = [self.sub.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, timeout.as_millis() as i64).expect("poll");
+        if !items[0].is_readable() {
+            return None;
+        }
+        let frame = self.sub.recv_bytes(0).expect("recv");
+        let reply = protocol::parse_reply(&frame)
+            .unwrap_or_else(|e| panic!("malformed reply frame {frame:?}: {e}"));
+        Some(ReplyFrame {
+            uuid: reply.uuid.to_vec(),
+            ids: reply.ids.clone(),
+            payload: reply.payload.to_vec(),
+        })
+    }
+
+    /// Reads frames until `conn_id`'s response holds `needle` (panics after `timeout`).
+    pub fn wait_for_text(&self, conn_id: u64, needle: &str, timeout: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {needle:?} for {conn_id}; got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            if let Some(f) = self.recv_frame(left.min(Duration::from_millis(200)))
+                && f.ids == [conn_id]
+            {
+                got.extend_from_slice(&f.payload);
+            }
+        }
+        got
+    }
+}
+
+/// The disconnect frame Mongrel2 sends when client `conn_id` of `SENDER` leaves.
+pub fn disconnect_frame(conn_id: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    protocol::encode_disconnect(&mut out, HeaderProtocol::Json, SENDER.as_bytes(), conn_id);
+    out
+}
+
+/// A worker configuration for the lifecycle fixture app `module:application` served to
+/// `fronts` (in order).
+pub fn config_for(module: &str, fronts: &[&FrontEnd]) -> Value {
+    let mut cfg = base_config(
+        &crate::lifecycle::lifecycle_apps(),
+        Some(&format!("{module}:application")),
+    );
+    cfg["recv"] = json!(
+        fronts
+            .iter()
+            .map(|f| f.recv_spec.clone())
+            .collect::<Vec<_>>()
+    );
+    cfg["send"] = json!(
+        fronts
+            .iter()
+            .map(|f| f.send_spec.clone())
+            .collect::<Vec<_>>()
+    );
+    cfg
 }

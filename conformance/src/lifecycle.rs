@@ -180,6 +180,16 @@ impl Mongrel2Sim {
         }
     }
 
+    /// Sends the disconnect frame of connection `id` (its client left).
+    pub fn send_disconnect(&mut self, id: u64) {
+        let mut frame = Vec::new();
+        protocol::encode_disconnect(&mut frame, HeaderProtocol::Json, SENDER.as_bytes(), id);
+        self.push
+            .send(&frame, 0)
+            .expect("sending a disconnect frame");
+        self.responses.remove(&id);
+    }
+
     /// Receives reply frames for up to `wait` (returns early after the first batch).
     pub fn pump(&mut self, wait: Duration) {
         let mut items = [self.sub.as_poll_item(zmq::POLLIN)];
@@ -225,6 +235,15 @@ impl Mongrel2Sim {
             }
             self.pump(left.min(Duration::from_millis(200)));
         }
+    }
+
+    /// Connection ids that got reply frames nobody waited for yet (after every expected
+    /// response was taken with [`Mongrel2Sim::wait_for`]: replies sent to the wrong place).
+    pub fn stray_ids(&mut self) -> Vec<u64> {
+        self.pump(Duration::ZERO);
+        let mut ids: Vec<u64> = self.responses.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Sends `GET path` and waits for its response; None when it cannot be sent or answered.

@@ -287,6 +287,7 @@ impl Settings {
                     .to_string(),
             );
         }
+        crate::worker::transport::front_ends(&self.recv, &self.send).map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -14,11 +14,12 @@
 
 pub mod backoff;
 pub mod process;
+pub mod rescue;
 pub mod signals;
 pub mod stuck;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -134,6 +135,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 #[derive(Debug)]
 struct Worker {
     slot: SlotOwner,
+    /// The requests it holds, answered by the master if it dies.
+    ledger: Option<crate::worker::ledger::Ledger>,
     ready_pipe: Option<OwnedFd>,
     ready: bool,
     started: Instant,
@@ -307,6 +310,10 @@ pub struct Master {
     ever_loaded: bool,
     /// The exit code `run` returns.
     exit_code: i32,
+    /// The disconnect board every worker shares (see `worker::disconnects`).
+    disconnects: Option<OwnedFd>,
+    /// Answers the clients of a worker that died.
+    rescuer: Option<rescue::Rescuer>,
 }
 
 impl Master {
@@ -338,7 +345,20 @@ impl Master {
             notifier: DaemonNotifier::none(),
             ever_loaded: false,
             exit_code: 0,
+            disconnects: match crate::worker::disconnects::Disconnects::create_fd() {
+                // SAFETY: a fresh fd we own.
+                Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+                Err(e) => {
+                    error!("cannot create the shared disconnect board: {e}");
+                    None
+                }
+            },
+            rescuer: None,
         };
+        match rescue::Rescuer::connect(&m.settings.send) {
+            Ok(r) => m.rescuer = Some(r),
+            Err(e) => error!("cannot connect the sockets that answer a dead worker's clients: {e}"),
+        }
         m.connect_responder();
         Ok(m)
     }
@@ -837,6 +857,14 @@ impl Master {
                 return None;
             }
         };
+        let ledger = match crate::worker::ledger::Ledger::create() {
+            // SAFETY: a fresh fd we own.
+            Ok((l, fd)) => Some((l, unsafe { OwnedFd::from_raw_fd(fd) })),
+            Err(e) => {
+                warn!("cannot create a request ledger (a dead worker's clients get no 502): {e}");
+                None
+            }
+        };
         let max_requests = with_jitter(
             self.settings.max_requests,
             self.settings.max_requests_jitter,
@@ -848,8 +876,13 @@ impl Master {
             privileges: self.privileges.as_ref(),
             scoreboard_fd: slot.fd(),
             ready_fd: ready_w.as_raw_fd(),
+            disconnects_fd: self.disconnects.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            ledger_fd: ledger.as_ref().map_or(-1, |(_, fd)| fd.as_raw_fd()),
         };
-        match process::spawn_worker(&spec) {
+        let spawned = process::spawn_worker(&spec);
+        // The worker inherited its ledger's fd; the master keeps only the mapping.
+        let ledger = ledger.map(|(l, _)| l);
+        match spawned {
             Ok(pid) => {
                 drop(ready_w);
                 info!("New wsgid worker created pid={pid}");
@@ -862,6 +895,7 @@ impl Master {
                     pid,
                     Worker {
                         slot,
+                        ledger,
                         ready_pipe: Some(ready_r),
                         ready: false,
                         started: Instant::now(),
@@ -881,6 +915,28 @@ impl Master {
                 None
             }
         }
+    }
+
+    /// Answers the requests a gone worker still held (none after a graceful exit): 502, or
+    /// a close when the head was out. A worker killed for `--timeout` had its request in
+    /// progress answered with the 504 already.
+    fn answer_held(&self, pid: u32, w: &Worker) {
+        let (Some(ledger), Some(rescuer)) = (&w.ledger, &self.rescuer) else {
+            return;
+        };
+        let held: Vec<_> = ledger
+            .held()
+            .into_iter()
+            .filter(|h| !(w.killed && h.in_progress))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let n = rescuer.answer(&held);
+        warn!(
+            "worker pid={pid} left {} request(s) unanswered: {n} answered with 502 Bad Gateway (or a close)",
+            held.len()
+        );
     }
 
     /// Collects exited workers and decides about their replacement.
@@ -906,6 +962,7 @@ impl Master {
             self.folder.remove_pid(Role::Worker, pid);
         }
         let exit = ExitStatus::from_wait(status);
+        self.answer_held(pid, &w);
         let lifetime = w.started.elapsed();
         if w.retiring.is_some() {
             info!("worker pid={pid} stopped ({exit})");

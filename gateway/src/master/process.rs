@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{WORKER_CONFIG_ENV, WorkerConfig};
 use crate::logging::{LOG_ENV, LogSpec};
 use crate::scoreboard::{READY_FD_ENV, SCOREBOARD_FD_ENV};
+use crate::worker::disconnects::DISCONNECTS_FD_ENV;
+use crate::worker::ledger::LEDGER_FD_ENV;
 
 /// Environment variable with the worker's [`Privileges`] (chroot and uid/gid to take before it
 /// starts Python), when the master kept root for them.
@@ -291,12 +293,16 @@ pub struct SpawnSpec<'a> {
     pub scoreboard_fd: RawFd,
     /// Write end of the readiness pipe.
     pub ready_fd: RawFd,
+    /// The shared disconnect board's memfd (-1: none).
+    pub disconnects_fd: RawFd,
+    /// This worker's request ledger memfd (-1: none).
+    pub ledger_fd: RawFd,
 }
 
 /// Starts a worker: re-executes this binary with [`WORKER_CONFIG_ENV`] set. The worker gets
 /// its own process group (terminal signals reach the master only), dies with SIGTERM if the
 /// master dies (and does not start if the master died before that was armed), and inherits
-/// exactly the two fds it needs.
+/// exactly the fds it needs (scoreboard, readiness pipe, disconnect board, request ledger).
 pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("wsgid: worker")
@@ -320,13 +326,24 @@ pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
     for (k, v) in &spec.config.envs {
         cmd.env(k, v);
     }
-    let keep = [spec.scoreboard_fd, spec.ready_fd];
+    if spec.disconnects_fd >= 0 {
+        cmd.env(DISCONNECTS_FD_ENV, spec.disconnects_fd.to_string());
+    }
+    if spec.ledger_fd >= 0 {
+        cmd.env(LEDGER_FD_ENV, spec.ledger_fd.to_string());
+    }
     let master = std::process::id() as libc::pid_t;
+    let keep = [
+        spec.scoreboard_fd,
+        spec.ready_fd,
+        spec.disconnects_fd,
+        spec.ledger_fd,
+    ];
     // SAFETY: the closure only calls async-signal-safe functions (fcntl, setpgid, prctl,
     // getppid).
     unsafe {
         cmd.pre_exec(move || {
-            for fd in keep {
+            for fd in keep.into_iter().filter(|&fd| fd >= 0) {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }

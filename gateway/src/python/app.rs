@@ -13,6 +13,9 @@ use crate::python::environ::{EnvironBuilder, RequestFacts};
 use crate::python::input::{ErrorStream, Input};
 use crate::python::responder::{Responder, Sent, bytes_data};
 use crate::python::{format_exception, support_module};
+use crate::worker::disconnects::{ClientKey, Disconnects};
+use crate::worker::transport::Outbox;
+use std::sync::Arc;
 
 /// The body a request brings.
 #[derive(Debug)]
@@ -56,11 +59,11 @@ pub fn log_exception(py: Python<'_>, what: &str, err: &PyErr) {
 }
 
 impl WsgiApp {
-    /// Wraps `app`, sending through `socket`.
+    /// Wraps `app`, sending through `outbox`.
     pub fn new(
         py: Python<'_>,
         app: Py<PyAny>,
-        socket: zmq::Socket,
+        outbox: Outbox,
         multiprocess: bool,
         server_name: &str,
         server_port: u16,
@@ -78,7 +81,7 @@ impl WsgiApp {
         )?;
         Ok(WsgiApp {
             app,
-            responder: Responder::create(py, socket)?,
+            responder: Responder::create(py, outbox)?,
             builder,
             close_name: PyString::intern(py, "close").unbind(),
             empty_body: PyBytes::new(py, b"").unbind(),
@@ -103,10 +106,21 @@ impl WsgiApp {
         r.send_close();
     }
 
-    /// Closes the reply socket; its queued replies are flushed when the ZeroMQ context is
-    /// terminated (within the socket's linger).
+    /// Closes the reply sockets; their queued replies are flushed when the ZeroMQ context is
+    /// terminated (within the sockets' linger).
     pub fn close_socket(&self, py: Python<'_>) {
-        drop(self.responder.borrow_mut(py).take_socket());
+        self.responder.borrow_mut(py).outbox().close();
+    }
+
+    /// Sends the replies that follow to front end `fe`; `watch` names the client (and the
+    /// disconnect board's cursor) so that waiting for room stops when it left.
+    pub fn route(
+        &self,
+        py: Python<'_>,
+        fe: usize,
+        watch: Option<(Arc<Disconnects>, ClientKey, u64)>,
+    ) {
+        self.responder.borrow_mut(py).outbox().route(fe, watch);
     }
 
     /// Sends a complete, gateway-made HTTP response and closes the connection.
@@ -387,6 +401,11 @@ impl WsgiApp {
                 return Outcome::AppError;
             };
             if data.is_empty() {
+                // Nothing to send, but the client may have left: an app yielding empty
+                // pieces forever must stop too.
+                if client_gone() {
+                    return Outcome::ClientGone;
+                }
                 continue;
             }
             if let Some(problem) = self.app_problem(py) {
@@ -395,7 +414,7 @@ impl WsgiApp {
                 return Outcome::AppError;
             }
             self.responder.borrow_mut(py).send_piece(data);
-            if client_gone() {
+            if self.responder.borrow(py).client_left() || client_gone() {
                 // Nothing more is sent: Mongrel2 already forgot the connection (a close frame
                 // would only make it answer with one more disconnect frame).
                 return Outcome::ClientGone;

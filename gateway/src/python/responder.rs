@@ -19,6 +19,8 @@ use crate::response::{
     choose_framing, parse_content_length, parse_status, push_chunk,
 };
 
+use crate::worker::transport::{Delivery, OutFrame, Outbox};
+
 /// Frames bigger than this are handed to ZeroMQ without a copy (the buffer is given away).
 const ZERO_COPY_MIN: usize = 256 * 1024;
 
@@ -61,7 +63,7 @@ pub unsafe fn bytes_data<'a>(obj: *mut ffi::PyObject) -> Option<&'a [u8]> {
 /// `start_response` (callable) and the response state of the request in progress.
 #[pyclass(unsendable, module = "wsgid")]
 pub struct Responder {
-    socket: Option<zmq::Socket>,
+    outbox: Outbox,
     prefix: Vec<u8>,
     frame: Vec<u8>,
     date: DateCache,
@@ -129,12 +131,12 @@ pub struct Sent {
 }
 
 impl Responder {
-    /// A responder sending through `socket` (the worker's PUB/XPUB socket).
-    pub fn create(py: Python<'_>, socket: zmq::Socket) -> PyResult<Py<Responder>> {
+    /// A responder sending through `outbox` (the worker's reply sockets).
+    pub fn create(py: Python<'_>, outbox: Outbox) -> PyResult<Py<Responder>> {
         let r = Py::new(
             py,
             Responder {
-                socket: Some(socket),
+                outbox,
                 prefix: Vec::with_capacity(128),
                 frame: Vec::with_capacity(16 * 1024),
                 date: DateCache::default(),
@@ -166,10 +168,10 @@ impl Responder {
         Ok(r)
     }
 
-    /// Takes the reply socket out (to close it, flushing queued replies, when the worker
-    /// leaves).
-    pub fn take_socket(&mut self) -> Option<zmq::Socket> {
-        self.socket.take()
+    /// The reply sockets (to route the next request's replies, or to close them, flushing
+    /// queued replies, when the worker leaves).
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
     }
 
     /// Resets the state for a new request to `sender`/`conn_id`.
@@ -248,6 +250,12 @@ impl Responder {
         self.start_args = Some((status.clone().unbind(), headers.clone().unbind()));
     }
 
+    /// Whether a frame of this response was dropped because the client left while it waited
+    /// for the front end to read.
+    pub fn client_left(&self) -> bool {
+        self.outbox.client_left()
+    }
+
     /// Whether any byte of the response was sent.
     pub fn headers_sent(&self) -> bool {
         self.headers_sent
@@ -281,20 +289,18 @@ impl Responder {
         crate::scoreboard::note_reply_started();
         let payload = self.frame.len() - self.prefix.len();
         self.bytes_out += payload as u64;
-        let Some(socket) = &self.socket else {
-            tracing::error!("a reply frame after the reply socket was closed is dropped");
-            return;
-        };
         // Taken before the send, so it never comes after the client has the frame.
-        self.last_frame_us = crate::metrics::now_us();
-        let result = if self.frame.len() >= ZERO_COPY_MIN {
-            let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(16 * 1024));
-            socket.send(frame, 0)
+        let now = crate::metrics::now_us();
+        let frame = if self.frame.len() >= ZERO_COPY_MIN {
+            OutFrame::Owned(std::mem::replace(
+                &mut self.frame,
+                Vec::with_capacity(16 * 1024),
+            ))
         } else {
-            socket.send(&self.frame[..], 0)
+            OutFrame::Borrowed(&self.frame[..])
         };
-        if let Err(e) = result {
-            tracing::error!("sending a reply frame failed: {e}");
+        if self.outbox.send(frame) == Delivery::Sent {
+            self.last_frame_us = now;
         }
     }
 

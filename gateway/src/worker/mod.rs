@@ -1,13 +1,18 @@
-//! The worker process: connects PUB (an XPUB, to see Mongrel2's subscription arrive) to every
-//! `--send` endpoint and PULL to every `--recv` endpoint, loads the app into the embedded
-//! interpreter and serves one request at a time, holding the GIL for its whole life.
-//! Stops gracefully on SIGTERM/SIGINT or after `max_requests`: the PULL socket is closed first
-//! (after taking in what it already holds), then every request already received is served.
+//! The worker process: loads the app into the embedded interpreter, connects one PULL/XPUB
+//! pair per front end (see [`transport`]) and serves one request at a time; the GIL is
+//! released whenever the worker waits (for a request, for a subscription, for room to send).
+//! Stops gracefully on SIGTERM/SIGINT or after `max_requests`: the request flow is handed off
+//! and the PULL sockets closed first (after taking in what they already hold), then every
+//! request already received is served.
 
+pub mod disconnects;
 mod handoff;
+pub mod ledger;
 mod signals;
+pub mod transport;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -21,26 +26,15 @@ use crate::loader::{LoadError, load_app};
 use crate::python::app::{Body, Outcome, WsgiApp};
 use crate::scoreboard::Slot;
 use crate::upload::{Owner, Sweeper, UploadPolicy};
+use disconnects::{ClientKey, Disconnects};
+use transport::{Inbound, Intake, Next, Outbox};
 
 /// Exit code of a worker whose app cannot be loaded.
 pub const EXIT_LOAD_FAILED: i32 = 3;
 
 /// Longest a stop request can go unnoticed while the worker waits for requests (the signal
 /// itself interrupts the wait; this covers a signal landing just before it).
-const STOP_CHECK_MS: i32 = 500;
-
-/// A leaving worker takes in frames until its PULL socket was quiet this long...
-const DRAIN_QUIET: Duration = Duration::from_millis(20);
-
-/// ...or for at most this long.
-const DRAIN_MAX: Duration = Duration::from_millis(250);
-
-/// Longest a leaving worker waits for Mongrel2 to close the request connections it
-/// half-closed (it normally takes a millisecond).
-const HANDOFF_MAX: Duration = Duration::from_secs(2);
-
-/// How long the PUB socket may take to flush replies when the worker exits.
-const LINGER_MS: i32 = 5000;
+const STOP_CHECK: Duration = Duration::from_millis(500);
 
 /// Serves until SIGTERM/SIGINT or `cfg.max_requests` requests (graceful in both cases).
 /// Exits the process with code 3 (after one clear line on stderr) when the app cannot be
@@ -84,173 +78,15 @@ fn load_or_exit(py: Python<'_>, cfg: &WorkerConfig) -> Py<PyAny> {
     }
 }
 
-/// The PULL side: the socket plus the frames taken in early (while checking for a
-/// disconnect during a streamed response, or when draining at shutdown).
-struct Inbox {
-    pull: Option<zmq::Socket>,
-    pending: VecDeque<zmq::Message>,
-    /// For the monitor socket of the hand-off.
-    ctx: zmq::Context,
-    /// The `--recv` endpoints' addresses (TCP ones), to find their connections.
-    peers: Vec<std::net::SocketAddr>,
-}
-
-impl Inbox {
-    /// Takes in every frame already queued; true when one is a disconnect of
-    /// `sender`/`conn_id` (queued requests of that connection are dropped too).
-    fn client_gone(&mut self, sender: &[u8], conn_id: u64) -> bool {
-        if signals::stop_requested() {
-            // Leaving: stop the flow before the stream's last frames, not after.
-            self.close();
-        }
-        let Some(pull) = &self.pull else {
-            return false;
-        };
-        let mut gone = false;
-        loop {
-            let mut msg = zmq::Message::new();
-            match pull.recv(&mut msg, zmq::DONTWAIT) {
-                Ok(()) => {
-                    let is_ours = protocol::parse_request(&msg).is_ok_and(|r| {
-                        r.sender == sender
-                            && r.conn_id == conn_id
-                            && matches!(r.kind(), Ok(Kind::Disconnect))
-                    });
-                    if is_ours {
-                        gone = true;
-                    } else {
-                        self.pending.push_back(msg);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        if gone {
-            tracing::info!("client {conn_id} disconnected while its response streamed");
-            self.pending.retain(|m| {
-                !protocol::parse_request(m)
-                    .is_ok_and(|r| r.sender == sender && r.conn_id == conn_id)
-            });
-        }
-        gone
-    }
-
-    /// Stops the flow, then closes the PULL socket: see [`handoff`]. The request connections
-    /// are half-closed and read until Mongrel2 closed them (nothing can be on its way after
-    /// that); where no connection is found (not TCP, not connected), frames are taken in until
-    /// the socket has been quiet for `DRAIN_QUIET` (at most `DRAIN_MAX`).
-    fn close(&mut self) {
-        let Some(pull) = self.pull.take() else {
-            return;
-        };
-        if !self.hand_off(&pull) {
-            self.drain_until_quiet(&pull);
-        }
-        self.take_queued(&pull);
-        let _ = pull.set_linger(0);
-        drop(pull);
-        tracing::info!(
-            "stopped taking requests; {} already received will be served",
-            self.pending.len()
-        );
-    }
-
-    /// Takes in every frame the PULL socket holds right now.
-    fn take_queued(&mut self, pull: &zmq::Socket) {
-        loop {
-            let mut msg = zmq::Message::new();
-            if pull.recv(&mut msg, zmq::DONTWAIT).is_err() {
-                return;
-            }
-            self.pending.push_back(msg);
-        }
-    }
-
-    fn drain_until_quiet(&mut self, pull: &zmq::Socket) {
-        let start = Instant::now();
-        loop {
-            self.take_queued(pull);
-            if start.elapsed() >= DRAIN_MAX {
-                break;
-            }
-            let mut items = [pull.as_poll_item(zmq::POLLIN)];
-            match zmq::poll(&mut items, DRAIN_QUIET.as_millis() as i64) {
-                Ok(0) => break,
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Half-closes the request connections and takes in frames until each was closed by
-    /// Mongrel2. False when there was no connection to hand off (or no monitor).
-    fn hand_off(&mut self, pull: &zmq::Socket) -> bool {
-        let fds = handoff::connections_to(&self.peers);
-        if fds.is_empty() {
-            return false;
-        }
-        let disconnected = zmq::SocketEvent::DISCONNECTED as i32;
-        let endpoint = format!("inproc://wsgid-pull-monitor-{}", std::process::id());
-        let monitor = match pull
-            .monitor(&endpoint, disconnected)
-            .and_then(|()| self.ctx.socket(zmq::PAIR))
-            .and_then(|m| m.connect(&endpoint).map(|()| m))
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("cannot monitor the request socket: {e}");
-                return false;
-            }
-        };
-        let _ = monitor.set_linger(0);
-        let n = fds.iter().filter(|&&fd| handoff::half_close(fd)).count();
-        let start = Instant::now();
-        let deadline = start + HANDOFF_MAX;
-        let mut gone = 0;
-        let mut first_frame = true;
-        while gone < n {
-            self.take_queued(pull);
-            while let Ok(frame) = monitor.recv_bytes(zmq::DONTWAIT) {
-                if first_frame
-                    && frame.len() >= 2
-                    && i32::from(u16::from_le_bytes([frame[0], frame[1]])) == disconnected
-                {
-                    gone += 1;
-                }
-                first_frame = !monitor.get_rcvmore().unwrap_or(false);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if gone >= n || left.is_zero() {
-                break;
-            }
-            let mut items = [
-                pull.as_poll_item(zmq::POLLIN),
-                monitor.as_poll_item(zmq::POLLIN),
-            ];
-            let ms = left.min(Duration::from_millis(100)).as_millis() as i64;
-            match zmq::poll(&mut items, ms) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-        if gone >= n {
-            tracing::info!(
-                "request flow handed off: Mongrel2 closed {n} half-closed connection(s) in {:?}",
-                start.elapsed()
-            );
-        } else {
-            tracing::warn!(
-                "Mongrel2 closed {gone} of {n} request connection(s) within {HANDOFF_MAX:?}; \
-                 frames still on their way may be lost"
-            );
-        }
-        true
-    }
-}
-
 struct Worker {
     app: WsgiApp,
-    inbox: Inbox,
+    intake: Intake,
+    /// Frames taken in but not served yet (when the flow was stopped).
+    pending: VecDeque<Inbound>,
+    /// Disconnects seen by any worker.
+    board: Arc<Disconnects>,
+    /// The requests this worker holds, for the master (None without a master).
+    ledger: Option<Arc<ledger::Ledger>>,
     uploads: UploadPolicy,
     /// Deletes old leftover upload files (`--upload-max-age`).
     sweeper: Option<Sweeper>,
@@ -283,28 +119,16 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
         }
     };
     crate::scoreboard::report_loaded();
-    let xpub = ctx.socket(zmq::XPUB).context("creating the reply socket")?;
-    xpub.set_xpub_verbose(true)?;
-    xpub.set_sndhwm(0)?;
-    xpub.set_linger(LINGER_MS)?;
-    for ep in &cfg.send {
-        xpub.connect(ep)
-            .with_context(|| format!("connecting the reply socket to {ep}"))?;
-    }
-    wait_for_subscriptions(&xpub, cfg.send.len())?;
-
-    let pull = ctx
-        .socket(zmq::PULL)
-        .context("creating the request socket")?;
-    pull.set_rcvtimeo(STOP_CHECK_MS)?;
-    for ep in &cfg.recv {
-        pull.connect(ep)
-            .with_context(|| format!("connecting the request socket to {ep}"))?;
-    }
+    transport::front_ends(&cfg.recv, &cfg.send)?;
+    let mut outbox = Outbox::connect(&ctx, &cfg.send)?;
+    let board = Arc::new(Disconnects::from_env().context("mapping the disconnect board")?);
+    let ledger = ledger::Ledger::from_env().map(Arc::new);
+    outbox.set_ledger(ledger.clone());
+    let intake = Intake::start(&ctx, &cfg.recv, board.clone(), ledger.clone())?;
     let mut app = WsgiApp::new(
         py,
         app,
-        xpub,
+        outbox,
         cfg.workers > 1,
         &cfg.server_name,
         cfg.server_port,
@@ -314,12 +138,10 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
     let uploads = UploadPolicy::from_config(cfg);
     let mut worker = Worker {
         app,
-        inbox: Inbox {
-            pull: Some(pull),
-            pending: VecDeque::new(),
-            ctx: ctx.clone(),
-            peers: handoff::tcp_peers(&cfg.recv),
-        },
+        intake,
+        pending: VecDeque::new(),
+        board,
+        ledger,
         sweeper: Sweeper::new(&uploads),
         uploads,
         slot: Slot::from_env(),
@@ -360,43 +182,8 @@ fn open_access_log(cfg: &WorkerConfig) -> Option<AccessLog> {
     }
 }
 
-/// Waits until each of the `n` send endpoints' Mongrel2 subscribed (the slow-joiner rule:
-/// replies published before that are lost).
-fn wait_for_subscriptions(xpub: &zmq::Socket, n: usize) -> anyhow::Result<()> {
-    let mut seen = 0;
-    let start = Instant::now();
-    let mut next_note = Duration::from_secs(5);
-    while seen < n {
-        if signals::stop_requested() {
-            return Ok(());
-        }
-        let mut items = [
-            xpub.as_poll_item(zmq::POLLIN),
-            zmq::PollItem::from_fd(signals::wake_fd(), zmq::POLLIN),
-        ];
-        match zmq::poll(&mut items, 1000) {
-            Ok(_) | Err(zmq::Error::EINTR) => {}
-            Err(e) => return Err(e).context("waiting for Mongrel2's subscription"),
-        }
-        while let Ok(msg) = xpub.recv_bytes(zmq::DONTWAIT) {
-            if msg.first() == Some(&1) {
-                seen += 1;
-            }
-        }
-        if start.elapsed() >= next_note && seen < n {
-            tracing::warn!(
-                "still waiting for Mongrel2 to subscribe ({seen} of {n} send endpoints) after {:?}",
-                start.elapsed()
-            );
-            next_note += Duration::from_secs(5);
-        }
-    }
-    Ok(())
-}
-
 impl Worker {
     fn run(&mut self, py: Python<'_>) {
-        let mut msg = zmq::Message::new();
         loop {
             if signals::stop_requested() || self.limit_reached() {
                 break;
@@ -404,29 +191,22 @@ impl Worker {
             if let Some(sweeper) = self.sweeper.as_mut() {
                 sweeper.tick(&self.uploads);
             }
-            if let Some(m) = self.inbox.pending.pop_front() {
+            if let Some(m) = self.pending.pop_front() {
                 self.handle(py, &m);
                 continue;
             }
-            let Some(pull) = &self.inbox.pull else {
-                break;
-            };
-            // Blocking receive: a stop signal interrupts it (EINTR); the receive timeout
-            // bounds the window of a signal landing just before the call.
-            match pull.recv(&mut msg, 0) {
-                Ok(()) => {
+            // Waits with the GIL released; a stop signal wakes it.
+            match self.intake.next(py, STOP_CHECK) {
+                Next::Frame(m) => {
                     if self.max_requests > 0 && self.served + 1 >= self.max_requests {
                         // The last request: stop the flow before answering it, so nothing
                         // is routed here after the last reply.
-                        self.inbox.close();
+                        self.intake.close(py, &mut self.pending);
                     }
-                    self.handle(py, &msg);
+                    self.handle(py, &m);
                 }
-                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
-                Err(e) => {
-                    tracing::error!("receiving a request failed: {e}");
-                    break;
-                }
+                Next::Idle => {}
+                Next::Closed => break,
             }
         }
         if self.limit_reached() {
@@ -435,8 +215,8 @@ impl Worker {
             tracing::info!("stop requested; leaving gracefully");
         }
         // Graceful: stop the flow, then serve what was already received.
-        self.inbox.close();
-        while let Some(m) = self.inbox.pending.pop_front() {
+        self.intake.close(py, &mut self.pending);
+        while let Some(m) = self.pending.pop_front() {
             self.handle(py, &m);
         }
         tracing::info!(
@@ -450,7 +230,20 @@ impl Worker {
         self.max_requests > 0 && self.served >= self.max_requests
     }
 
-    fn handle(&mut self, py: Python<'_>, frame: &[u8]) {
+    /// Handles one frame, keeping the ledger's account of it.
+    fn handle(&mut self, py: Python<'_>, inbound: &Inbound) {
+        let ledger = self.ledger.clone().filter(|_| inbound.recorded);
+        if let Some(l) = &ledger {
+            l.start();
+        }
+        self.handle_frame(py, inbound);
+        if let Some(l) = &ledger {
+            l.finish();
+        }
+    }
+
+    fn handle_frame(&mut self, py: Python<'_>, inbound: &Inbound) {
+        let frame: &[u8] = &inbound.msg;
         let req = match protocol::parse_request(frame) {
             Ok(r) => r,
             Err(e) => {
@@ -461,6 +254,8 @@ impl Worker {
                 return;
             }
         };
+        // Replies (the gateway's own too) go to the front end the request came from.
+        self.app.route(py, inbound.fe, None);
         match req.kind() {
             Err(e) => {
                 tracing::warn!("dropping request frame of connection {}: {e}", req.conn_id);
@@ -534,7 +329,7 @@ impl Worker {
                         let len = req
                             .content_length()
                             .map_or(upload.size, |n| n.min(upload.size));
-                        self.serve_http(py, &req, Body::File(upload.file, len));
+                        self.serve_http(py, inbound, &req, Body::File(upload.file, len));
                         self.uploads.finish(&upload.claim);
                     }
                     Err(e) => {
@@ -548,11 +343,22 @@ impl Worker {
                     }
                 }
             }
-            Ok(Kind::Http) => self.serve_http(py, &req, Body::Inline(req.body)),
+            Ok(Kind::Http) => self.serve_http(py, inbound, &req, Body::Inline(req.body)),
         }
     }
 
-    fn serve_http(&mut self, py: Python<'_>, req: &Request<'_>, body: Body<'_>) {
+    fn serve_http(&mut self, py: Python<'_>, inbound: &Inbound, req: &Request<'_>, body: Body<'_>) {
+        let key = ClientKey::new(inbound.fe, req.sender, req.conn_id);
+        let mut cursor = inbound.mark;
+        if self.board.seen(key, &mut cursor) {
+            tracing::debug!(
+                "skipping a request of connection {}: its client already left",
+                req.conn_id
+            );
+            return;
+        }
+        self.app
+            .route(py, inbound.fe, Some((self.board.clone(), key, cursor)));
         if let Some(slot) = &self.slot {
             slot.begin(req.sender, req.conn_id);
         }
@@ -560,9 +366,21 @@ impl Worker {
             .access_log
             .as_ref()
             .map(|_| (SystemTime::now(), Instant::now()));
-        let inbox = &mut self.inbox;
-        let (sender, conn_id) = (req.sender, req.conn_id);
-        let mut gone = || inbox.client_gone(sender, conn_id);
+        let (intake, pending, board) = (&mut self.intake, &mut self.pending, &self.board);
+        let mut gone = || {
+            if signals::stop_requested() {
+                // Leaving: stop the flow before the stream's last frames, not after.
+                intake.close(py, pending);
+            }
+            let left = board.seen(key, &mut cursor);
+            if left {
+                tracing::info!(
+                    "client {} disconnected while its response streamed",
+                    key.conn_id
+                );
+            }
+            left
+        };
         let (outcome, sent, facts) = self.app.serve(py, req, body, &mut gone);
         if let Some(slot) = &self.slot {
             slot.end();

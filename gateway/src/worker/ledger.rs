@@ -1,0 +1,250 @@
+//! The request ledger: which requests a worker holds (received, not yet finished), in shared
+//! memory the master reads when the worker dies, to answer each of them (`502 Bad Gateway`,
+//! or only a close when the response's head was already out).
+//!
+//! One memfd per worker, created by the master. The receiving thread appends every request
+//! it hands to the serving thread (`taken` advances after the entry is written); the serving
+//! thread serves them in the same order and advances `done` after each, marking the one in
+//! progress (`current`) and whether its head went out. Only atomics: no lock, no syscall.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+/// Environment variable naming the inherited ledger fd.
+pub const LEDGER_FD_ENV: &str = "WSGID_LEDGER_FD";
+
+/// Requests a ledger can hold (more outstanding ones are not recorded).
+pub const ENTRIES: usize = 256;
+
+/// Longest sender recorded (Mongrel2's are 36 bytes); requests with longer ones are not.
+pub const SENDER_MAX: usize = 64;
+
+#[repr(C)]
+struct Entry {
+    conn_id: AtomicU64,
+    fe: AtomicU32,
+    sender_len: AtomicU32,
+    sender: [AtomicU8; SENDER_MAX],
+}
+
+#[repr(C)]
+struct Shared {
+    /// Entries written (index of the next one).
+    taken: AtomicU64,
+    /// Entries finished.
+    done: AtomicU64,
+    /// `index + 1` of the entry being served (0: none).
+    current: AtomicU64,
+    /// Whether bytes of the current entry's response went out.
+    head_sent: AtomicU32,
+    entries: [Entry; ENTRIES],
+}
+
+/// Bytes of the mapping.
+pub const MAP_LEN: usize = std::mem::size_of::<Shared>();
+
+/// A request the ledger holds, as the master reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Front end index.
+    pub fe: usize,
+    /// Sender uuid.
+    pub sender: Vec<u8>,
+    /// Connection id.
+    pub conn_id: u64,
+    /// Whether part of its response already went out (then only a close is possible).
+    pub head_sent: bool,
+    /// Whether it was being served (not only queued).
+    pub in_progress: bool,
+}
+
+/// A mapped ledger (either side).
+#[derive(Debug)]
+pub struct Ledger {
+    ptr: NonNull<Shared>,
+}
+
+// SAFETY: only atomics inside; mapped until Drop.
+unsafe impl Send for Ledger {}
+// SAFETY: as above.
+unsafe impl Sync for Ledger {}
+
+impl Ledger {
+    /// Creates the memfd of a new worker's ledger (master side) and maps it.
+    pub fn create() -> io::Result<(Ledger, RawFd)> {
+        // SAFETY: a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"wsgid-ledger".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: sizing our fresh memfd (zero-filled: an empty ledger).
+        if unsafe { libc::ftruncate(fd, MAP_LEN as libc::off_t) } != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: our fd.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        match Self::map(fd) {
+            Ok(l) => Ok((l, fd)),
+            Err(e) => {
+                // SAFETY: our fd.
+                unsafe { libc::close(fd) };
+                Err(e)
+            }
+        }
+    }
+
+    /// The ledger the master handed to this worker (None without a master).
+    pub fn from_env() -> Option<Ledger> {
+        let fd: RawFd = std::env::var(LEDGER_FD_ENV).ok()?.parse().ok()?;
+        let l = Self::map(fd).ok();
+        // SAFETY: the inherited fd is ours; the mapping outlives it.
+        unsafe { libc::close(fd) };
+        l
+    }
+
+    fn map(fd: RawFd) -> io::Result<Ledger> {
+        // SAFETY: a shared mapping of MAP_LEN bytes of a memfd sized for it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MAP_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Ledger {
+            ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        // SAFETY: MAP_LEN bytes mapped until Drop; all-zero is a valid Shared.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Receiving thread: records a request handed over. False when it could not be recorded
+    /// (ledger full, sender too long): the serving thread must then not call [`Ledger::finish`]
+    /// for it.
+    pub fn take(&self, fe: usize, sender: &[u8], conn_id: u64) -> bool {
+        let s = self.shared();
+        let taken = s.taken.load(Ordering::Relaxed);
+        if sender.len() > SENDER_MAX || taken - s.done.load(Ordering::Acquire) >= ENTRIES as u64 {
+            return false;
+        }
+        let e = &s.entries[(taken % ENTRIES as u64) as usize];
+        e.conn_id.store(conn_id, Ordering::Relaxed);
+        e.fe.store(fe as u32, Ordering::Relaxed);
+        e.sender_len.store(sender.len() as u32, Ordering::Relaxed);
+        for (d, &b) in e.sender.iter().zip(sender) {
+            d.store(b, Ordering::Relaxed);
+        }
+        s.taken.store(taken + 1, Ordering::Release);
+        true
+    }
+
+    /// Serving thread: the oldest recorded request is being served now.
+    pub fn start(&self) {
+        let s = self.shared();
+        s.head_sent.store(0, Ordering::Relaxed);
+        s.current
+            .store(s.done.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// Serving thread: bytes of the current response went out.
+    pub fn head_sent(&self) {
+        self.shared().head_sent.store(1, Ordering::Release);
+    }
+
+    /// Serving thread: the oldest recorded request is finished.
+    pub fn finish(&self) {
+        let s = self.shared();
+        s.current.store(0, Ordering::Release);
+        s.done.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Master: the requests held (in order), after the worker died.
+    pub fn held(&self) -> Vec<Held> {
+        let s = self.shared();
+        let done = s.done.load(Ordering::Acquire);
+        let taken = s.taken.load(Ordering::Acquire);
+        let current = s.current.load(Ordering::Acquire);
+        let head_sent = s.head_sent.load(Ordering::Acquire) != 0;
+        (done..taken)
+            .map(|i| {
+                let e = &s.entries[(i % ENTRIES as u64) as usize];
+                let n = (e.sender_len.load(Ordering::Relaxed) as usize).min(SENDER_MAX);
+                Held {
+                    fe: e.fe.load(Ordering::Relaxed) as usize,
+                    sender: e.sender[..n]
+                        .iter()
+                        .map(|b| b.load(Ordering::Relaxed))
+                        .collect(),
+                    conn_id: e.conn_id.load(Ordering::Relaxed),
+                    head_sent: head_sent && current == i + 1,
+                    in_progress: current == i + 1,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `map` mapped.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), MAP_LEN);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_sees_what_is_taken_and_not_finished() {
+        let (master, fd) = Ledger::create().unwrap();
+        let worker = Ledger::map(fd).unwrap();
+        assert!(worker.take(0, b"s", 1));
+        assert!(worker.take(1, b"t", 2));
+        assert!(worker.take(0, b"s", 3));
+        worker.start();
+        worker.finish();
+        worker.start();
+        worker.head_sent();
+        let held = master.held();
+        assert_eq!(held.len(), 2);
+        assert_eq!(
+            (held[0].fe, held[0].sender.as_slice(), held[0].conn_id),
+            (1, &b"t"[..], 2)
+        );
+        assert!(held[0].head_sent, "the one in progress sent its head");
+        assert!(!held[1].head_sent);
+        worker.finish();
+        worker.start();
+        worker.finish();
+        assert!(master.held().is_empty());
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn a_full_ledger_or_a_long_sender_is_not_recorded() {
+        let (l, fd) = Ledger::create().unwrap();
+        assert!(!l.take(0, &[b'x'; SENDER_MAX + 1], 1));
+        for i in 0..ENTRIES as u64 {
+            assert!(l.take(0, b"s", i));
+        }
+        assert!(!l.take(0, b"s", 999));
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+    }
+}
