@@ -219,55 +219,6 @@ enum Phase {
     Stopping { deadline: Instant, killed: bool },
 }
 
-/// The ZeroMQ PUB socket the master answers timed-out requests on.
-struct Responder {
-    _ctx: zmq::Context,
-    sock: zmq::Socket,
-}
-
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder").finish_non_exhaustive()
-    }
-}
-
-impl Responder {
-    fn connect(endpoints: &[String]) -> anyhow::Result<Responder> {
-        let ctx = zmq::Context::new();
-        let sock = ctx.socket(zmq::PUB).context("zmq PUB socket")?;
-        sock.set_linger(1000)?;
-        for e in endpoints {
-            sock.connect(e)
-                .with_context(|| format!("connect the master's PUB socket to {e}"))?;
-        }
-        Ok(Responder { _ctx: ctx, sock })
-    }
-
-    /// `504 Gateway Timeout` then the zero-length close frame, to `sender`'s `conn_id`.
-    fn gateway_timeout(&self, sender: &[u8], conn_id: u64) -> anyhow::Result<()> {
-        for frame in timeout_frames(sender, conn_id)? {
-            self.sock.send(&frame, 0)?;
-        }
-        Ok(())
-    }
-
-    /// The zero-length frame alone: Mongrel2 closes `conn_id` (its response had begun).
-    fn close(&self, sender: &[u8], conn_id: u64) -> anyhow::Result<()> {
-        let mut close = Vec::new();
-        protocol::encode_reply(&mut close, sender, &[conn_id], b"")?;
-        self.sock.send(&close, 0)?;
-        Ok(())
-    }
-
-    /// Answers a timed-out request as [`stuck::decide`] said.
-    fn answer(&self, answer: stuck::Answer, sender: &[u8], conn_id: u64) -> anyhow::Result<()> {
-        match answer {
-            stuck::Answer::GatewayTimeout => self.gateway_timeout(sender, conn_id),
-            stuck::Answer::Close => self.close(sender, conn_id),
-        }
-    }
-}
-
 /// The two reply frames answering a timed-out request: the 504 response, then the close.
 pub fn timeout_frames(sender: &[u8], conn_id: u64) -> Result<[Vec<u8>; 2], protocol::ReplyError> {
     let mut response = format!(
@@ -299,7 +250,6 @@ pub struct Master {
     next_spawn_at: Option<Instant>,
     phase: Phase,
     rolling: Option<Rolling>,
-    responder: Option<Responder>,
     pid_files: bool,
     /// The folder's lock (None when the folder has no `pid/`).
     lock: Option<MasterLock>,
@@ -339,7 +289,6 @@ impl Master {
             next_spawn_at: None,
             phase: Phase::Serving,
             rolling: None,
-            responder: None,
             pid_files,
             lock: None,
             notifier: DaemonNotifier::none(),
@@ -355,22 +304,20 @@ impl Master {
             },
             rescuer: None,
         };
-        match rescue::Rescuer::connect(&m.settings.send) {
-            Ok(r) => m.rescuer = Some(r),
-            Err(e) => error!("cannot connect the sockets that answer a dead worker's clients: {e}"),
-        }
         m.connect_responder();
         Ok(m)
     }
 
+    /// Connects the sockets the master answers on (a dead worker's 502s, `--timeout`'s 504s),
+    /// one per front end, so an answer goes only to the front end its request came from.
     fn connect_responder(&mut self) {
-        self.responder = None;
-        if self.settings.timeout.is_some() {
-            match Responder::connect(&self.settings.send) {
-                Ok(r) => self.responder = Some(r),
-                Err(e) => error!("--timeout: cannot answer 504s: {e:#}"),
+        self.rescuer = match rescue::Rescuer::connect(&self.settings.send) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                error!("cannot connect the sockets that answer for dead or stuck workers: {e}");
+                None
             }
-        }
+        };
     }
 
     /// Runs until stopped; returns the process exit code.
@@ -698,8 +645,7 @@ impl Master {
                 if s.app_path != self.settings.app_path {
                     warn!("reload: the app folder cannot change; keeping the old one");
                 }
-                let reconnect =
-                    s.send != self.settings.send || s.timeout.is_some() != self.responder.is_some();
+                let reconnect = s.send != self.settings.send;
                 self.target = s.workers;
                 self.settings = Settings {
                     app_path: self.settings.app_path.clone(),
@@ -1105,13 +1051,40 @@ impl Master {
         w.hard_killed = true;
         // The worker is stopped: nothing more of its own goes out before the kill.
         let _ = signals::kill(pid as i32, libc::SIGKILL);
-        match &self.responder {
-            Some(r) => {
-                if let Err(e) = r.answer(answer, &snap.sender, snap.conn_id) {
-                    error!("cannot answer the timed-out request: {e:#}");
+        // The front end the request came from (the ledger knows; with one front end there is
+        // no choice). Never broadcast: another front end's client may have the same id.
+        let fe = w
+            .ledger
+            .as_ref()
+            .and_then(|l| {
+                l.held()
+                    .into_iter()
+                    .find(|h| h.in_progress && h.conn_id == snap.conn_id && h.sender == snap.sender)
+            })
+            .map(|h| h.fe)
+            .or((self.settings.send.len() == 1).then_some(0));
+        let frames = match answer {
+            stuck::Answer::GatewayTimeout => {
+                timeout_frames(&snap.sender, snap.conn_id).map(|f| f.to_vec())
+            }
+            stuck::Answer::Close => {
+                let mut close = Vec::new();
+                protocol::encode_reply(&mut close, &snap.sender, &[snap.conn_id], b"")
+                    .map(|()| vec![close])
+            }
+        };
+        match (&self.rescuer, fe, frames) {
+            (Some(r), Some(fe), Ok(frames)) => {
+                if let Err(e) = r.send(fe, &frames) {
+                    error!("cannot answer the timed-out request: {e}");
                 }
             }
-            None => error!("no PUB socket to answer the timed-out request on"),
+            (None, _, _) => error!("no PUB socket to answer the timed-out request on"),
+            (_, None, _) => error!(
+                "cannot tell which front end connection {} came from; it gets no answer",
+                snap.conn_id
+            ),
+            (_, _, Err(e)) => error!("cannot answer the timed-out request: {e}"),
         }
     }
 

@@ -58,6 +58,15 @@ impl Rescuer {
         Ok(Rescuer { _ctx: ctx, socks })
     }
 
+    /// Sends `frames` to front end `fe` only.
+    pub fn send(&self, fe: usize, frames: &[Vec<u8>]) -> Result<(), zmq::Error> {
+        let sock = self.socks.get(fe).ok_or(zmq::Error::EINVAL)?;
+        for f in frames {
+            sock.send(&f[..], 0)?;
+        }
+        Ok(())
+    }
+
     /// Answers every request in `held`; returns how many were answered.
     pub fn answer(&self, held: &[Held]) -> usize {
         let mut n = 0;
