@@ -1178,6 +1178,7 @@ mod tests {
         drop(w);
         let mut worker = Worker {
             slot: SlotOwner::new().unwrap(),
+            ledger: None,
             ready_pipe: Some(r),
             ready: false,
             started: Instant::now(),
