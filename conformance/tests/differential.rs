@@ -899,3 +899,103 @@ fn replies() {
     ];
     differential("replies", v);
 }
+
+/// A chunked upload: head, upload-start, then `body` in one write; whatever follows (upload
+/// done, a drop, a stall, the next request) and the upload file are recorded.
+fn chunked_upload(name: &'static str, te_lines: &str, body: &[u8]) -> Exchange {
+    ex(
+        name,
+        vec![
+            Open(0),
+            Send(
+                0,
+                format!("POST /handler/{name} HTTP/1.1\r\nHost: localhost\r\n{te_lines}\r\n")
+                    .into_bytes(),
+            ),
+            FrameOrEof(0),
+            Send(0, body.to_vec()),
+            Settle,
+            UploadFile,
+        ],
+    )
+}
+
+/// The classes the differential fuzzer and a third-party request corpus found (framing from
+/// the first header values, Mongrel2's chunk-size reading, header bytes, the target grammar,
+/// the duplicate cap, the disconnect of a connection that sent socket messages and HTTP).
+#[test]
+fn fuzz_found() {
+    let te = "Transfer-Encoding: chunked\r\n";
+    let v = vec![
+        probe(
+            "te_identity_then_chunked",
+            b"POST /handler/te HTTP/1.1\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        probe(
+            "te_gzip_then_chunked",
+            b"POST /handler/te HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        probe(
+            "te_chunked_uppercase",
+            b"PUT /tnet/te HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n",
+        ),
+        chunked_upload(
+            "te_chunked_then_identity",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ),
+        chunked_upload("chunk_size_plus", te, b"+5\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_minus", te, b"-5\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_space_zero", te, b"3\r\nabc\r\n 0\r\n\r\n"),
+        chunked_upload("chunk_size_underscore", te, b"6_0\r\nhello!\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_empty", te, b"\r\n\r\n"),
+        chunked_upload("chunk_size_0x", te, b"0x5\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_lf_semicolon", te, b"5\n;hello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_int_wrap", te, b"ffffffff\r\n\r\n"),
+        chunked_upload("chunk_size_over_max", te, b"19001\r\nabc"),
+        chunked_upload("chunk_ext_short", te, b"5; a=b\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_ext_quoted", te, b"5;a=\"b c\"\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_data_bare_lf", te, b"5\r\nhello\n0\r\n\r\n"),
+        chunked_upload("chunk_trailer_then_get", te, b"0\r\nX-T: 1\r\n\r\nGET /handler/next HTTP/1.1\r\n\r\n"),
+        probe("cl_over_int_max", b"POST /handler/cl HTTP/1.1\r\nContent-Length: 2147483648\r\n\r\n"),
+        probe("cl_plus_sign", b"POST /handler/cl HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"),
+        probe("header_value_del", b"GET /handler/v HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n"),
+        probe("header_value_nul", b"GET /handler/v HTTP/1.1\r\nX-A: a\x00b\r\n\r\n"),
+        probe("header_value_lone_cr", b"GET /handler/v HTTP/1.1\r\nX-A: a\rb\r\n\r\n"),
+        probe("header_name_ctl", b"GET /handler/n HTTP/1.1\r\nX\x01Y: c\r\n\r\n"),
+        probe("header_name_lf", b"GET /handler/n HTTP/1.1\r\nX\nA: ab\r\n\r\n"),
+        probe("header_name_high_byte", b"GET /handler/n HTTP/1.1\r\nX\xc3\xa9: a\r\n\r\n"),
+        probe("target_bad_authority", b"GET s://]ufd/: HTTP/1.1\r\n\r\n"),
+        probe("target_double_slash_port", b"GET //a:b:c/x HTTP/1.1\r\n\r\n"),
+        probe("target_brackets_in_path", b"GET /handler/a[b] HTTP/1.1\r\n\r\n"),
+        probe("target_ipv6", b"GET http://[::1]/handler/x HTTP/1.1\r\n\r\n"),
+        probe("target_bad_ipv6", b"GET http://[1::2::3]/x HTTP/1.1\r\n\r\n"),
+        probe("target_empty", b"GET  HTTP/1.1\r\n\r\n"),
+        probe("duplicate_cap", b"GET /handler/d HTTP/1.1\r\nX-D: 1\r\nX-D: 2\r\nX-D: 3\r\nX-D: 4\r\nX-D: 5\r\nX-D: 6\r\nX-D: 7\r\n\r\n"),
+        ex(
+            "socket_then_http_disconnect",
+            vec![
+                Open(0),
+                Send(0, b"@chat {\"type\":\"join\"}\0".to_vec()),
+                Frame(JSON),
+                Send(0, get("/tnet/after-socket", "")),
+                Frame(TNET),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "http_then_socket_disconnect",
+            vec![
+                Open(0),
+                Send(0, get("/tnet/before-socket", "")),
+                Frame(TNET),
+                Send(0, b"@chat {\"type\":\"join\"}\0".to_vec()),
+                Frame(JSON),
+                Close(0),
+                Settle,
+            ],
+        ),
+    ];
+    differential("fuzz_found", v);
+}

@@ -927,17 +927,8 @@ impl Reader<'_> {
                 return self.answer_and_close(BAD_REQUEST);
             }
             Spool::ClientGone => return self.client_gone(),
-            Spool::BadChunk => {
-                // Mongrel2 neither answers nor reads on: wait for the client to leave
-                while self.conn.closed.load(Ordering::Acquire) == 0 {
-                    self.buf.clear();
-                    self.start = 0;
-                    if !self.fill_up_to(READ_CHUNK) {
-                        break;
-                    }
-                }
-                return self.client_gone();
-            }
+            // Mongrel2 drops the upload and the connection, without an answer
+            Spool::BadChunk => return self.client_gone(),
         }
         if self.conn.closed.load(Ordering::Acquire) != 0 {
             // killed by the handler meanwhile: close_conn deleted the file
@@ -989,7 +980,8 @@ impl Reader<'_> {
     }
 
     fn spool_chunked(&mut self, file: &mut impl Write) -> Spool {
-        let mut dechunker = Dechunker::new();
+        let mut dechunker =
+            Dechunker::with_trailer_limit(self.sh.settings.content_length_limit as usize);
         loop {
             let mut disk_ok = true;
             let fed = dechunker.feed(&self.buf[self.start..], &mut |data| {

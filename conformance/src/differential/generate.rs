@@ -581,8 +581,9 @@ pub fn exchange(seed: u64) -> Exchange {
     }
 }
 
-/// Smaller variants of `e` for shrinking, most promising first: drop a step, drop a line of a
-/// write, halve a write, join two adjacent writes.
+/// Smaller variants of `e` for shrinking, most promising first: drop a step (never the pacing
+/// steps `Open`, `Consumed`, `Until`), drop a line of a write, halve a write, join two adjacent
+/// writes.
 pub fn shrink_candidates(e: &Exchange) -> Vec<Exchange> {
     let mut out = Vec::new();
     let with = |steps: Vec<Step>| Exchange {
@@ -590,7 +591,8 @@ pub fn shrink_candidates(e: &Exchange) -> Vec<Exchange> {
         steps,
     };
     for i in 0..e.steps.len() {
-        if matches!(e.steps[i], Open(_)) {
+        // keep the pacing: without it an exchange would depend on timing
+        if matches!(e.steps[i], Open(_) | Consumed(_) | Until(..)) {
             continue;
         }
         let mut s = e.steps.clone();
