@@ -971,6 +971,10 @@ fn fuzz_found() {
         probe("target_ipv6", b"GET http://[::1]/handler/x HTTP/1.1\r\n\r\n"),
         probe("target_bad_ipv6", b"GET http://[1::2::3]/x HTTP/1.1\r\n\r\n"),
         probe("target_empty", b"GET  HTTP/1.1\r\n\r\n"),
+        probe("route_path_begins_a_route", b"OPTIONS /handler HTTP/1.1\r\n\r\n"),
+        probe("route_path_begins_tnet", b"GET /t?q HTTP/1.1\r\n\r\n"),
+        probe("route_path_begins_tnet_2", b"GET /tnet HTTP/1.1\r\n\r\n"),
+        probe("route_path_past_a_route_key", b"GET /handlerx HTTP/1.1\r\n\r\n"),
         probe("duplicate_cap", b"GET /handler/d HTTP/1.1\r\nX-D: 1\r\nX-D: 2\r\nX-D: 3\r\nX-D: 4\r\nX-D: 5\r\nX-D: 6\r\nX-D: 7\r\n\r\n"),
         ex(
             "socket_then_http_disconnect",

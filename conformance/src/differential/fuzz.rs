@@ -122,6 +122,8 @@ impl Pair {
         });
         real.settle = settle;
         fake.settle = settle;
+        real.record_send_failures = false;
+        fake.record_send_failures = false;
         Self { real, fake }
     }
 

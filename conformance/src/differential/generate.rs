@@ -415,6 +415,17 @@ fn request(rng: &mut Rng) -> Req {
             header(&mut head, rng, name, &v);
         }
     }
+    if rng.chance(4) {
+        // a long value: heads around limits.buffer_size
+        let n = rng.pick(&[100usize, 1000, 1900, 2000, 4000, 4100, 9000]) + rng.below(100);
+        header(&mut head, rng, b"X-Long", &vec![b'l'; n]);
+    }
+    if rng.chance(3) {
+        // many headers
+        for i in 0..20 + rng.below(60) {
+            header(&mut head, rng, format!("X-H{i}").as_bytes(), b"v");
+        }
+    }
     if rng.chance(5) {
         let v: &[u8] = rng.pick(&[&b"100-continue"[..], b"100-Continue", b"nothing"]);
         header(&mut head, rng, b"Expect", v);
@@ -560,14 +571,31 @@ pub fn exchange(seed: u64) -> Exchange {
     if steps.last() != Some(&Close(0)) {
         steps.push(Until(0, 1500));
         steps.push(Settle);
-        match rng.below(10) {
+        match rng.below(12) {
             0 => steps.push(Close(0)),
             1 => {}
+            2 => {
+                // zero-length reply: the server closes the connection
+                steps.push(Reply(JSON, vec![Tgt::C(0)], Vec::new()));
+                steps.push(Until(0, 1500));
+            }
             _ => {
                 let h = if rng.chance(80) { JSON } else { TNET };
                 let reply = ok("fuzz");
                 steps.push(Reply(h, vec![Tgt::C(0)], reply.clone()));
                 steps.push(Read(0, reply.len()));
+                if rng.chance(25) {
+                    // keep-alive: one more request on the same connection
+                    let r = request(&mut rng);
+                    let mut bytes = r.head;
+                    if let Body::Raw(b) = r.body
+                        && !r.upload
+                    {
+                        bytes.extend_from_slice(&b);
+                    }
+                    steps.push(Send(0, bytes));
+                    steps.push(Until(0, 1500));
+                }
             }
         }
     }
