@@ -5,7 +5,8 @@
 //!
 //! Options: `--cases N` (default 1000), `--seed S` first seed (default 0), `--workers W` server
 //! pairs run concurrently (default 4), `--settle-ms MS` quiet time ending a settle (default
-//! 200), `--shrink N` runs spent minimising each divergence (default 60, 0 = off). Prints each
+//! 200), `--shrink N` runs spent minimising each divergence (default 60, 0 = off),
+//! `--deadline-secs S` (start no new exchange after S seconds). Prints each
 //! divergence (seed, minimised exchange, both transcripts) as it is found and a summary line;
 //! exits 1 when any divergence was confirmed.
 
@@ -33,9 +34,12 @@ fn main() {
             "--workers" => cfg.workers = value("--workers") as usize,
             "--settle-ms" => cfg.settle = Duration::from_millis(value("--settle-ms")),
             "--shrink" => cfg.shrink_budget = value("--shrink") as usize,
+            "--deadline-secs" => {
+                cfg.deadline = Some(Duration::from_secs(value("--deadline-secs")));
+            }
             other => {
                 eprintln!(
-                    "unknown argument {other:?}; expected --cases N, --seed S, --workers W, --settle-ms MS, --shrink N"
+                    "unknown argument {other:?}; expected --cases N, --seed S, --workers W, --settle-ms MS, --shrink N, --deadline-secs S"
                 );
                 std::process::exit(2);
             }

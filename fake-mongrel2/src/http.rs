@@ -166,12 +166,15 @@ fn target_grammar() -> &'static regex::bytes::Regex {
         let ipv4 = format!(r"{dec}\.{dec}\.{dec}\.{dec}");
         let h16 = "[0-9A-Fa-f]{1,4}";
         let ls32 = format!("(?:{h16}:{h16}|{ipv4})");
+        // Ragel reads the ABNF counts in `6( h16 ":" ) ls32` as the character codes 6, 5, 4,
+        // 3 and 2 followed by one `h16 ":"` (checked on the real server: `[1:2:3:4:5:6:7:8]`
+        // and `[fe80::1]` are 400, `[::1]` and `[1:2:3:4:5:6::8]` are not)
         let ipv6 = [
-            format!("(?:{h16}:){{6}}{ls32}"),
-            format!("::(?:{h16}:){{5}}{ls32}"),
-            format!("(?:{h16})?::(?:{h16}:){{4}}{ls32}"),
-            format!("(?:(?:{h16}:){{1,}}{h16})?::(?:{h16}:){{3}}{ls32}"),
-            format!("(?:(?:{h16}:){{2,}}{h16})?::(?:{h16}:){{2}}{ls32}"),
+            format!("\\x06{h16}:{ls32}"),
+            format!("::\\x05{h16}:{ls32}"),
+            format!("(?:{h16})?::\\x04{h16}:{ls32}"),
+            format!("(?:(?:{h16}:){{1,}}{h16})?::\\x03{h16}:{ls32}"),
+            format!("(?:(?:{h16}:){{2,}}{h16})?::\\x02{h16}:{ls32}"),
             format!("(?:(?:{h16}:){{3,}}{h16})?::{h16}:{ls32}"),
             format!("(?:(?:{h16}:){{4,}}{h16})?::{ls32}"),
             format!("(?:(?:{h16}:){{5,}}{h16})?::{h16}"),
@@ -706,6 +709,10 @@ mod tests {
             b"/a[b]",
             b"[x]",
             b"http://[1::2::3]/x",
+            b"http://[1:2:3:4:5:6:7:8]/x",
+            b"http://[fe80::1]/x",
+            b"http://[1::2]/x",
+            b"http://[6a:1:2]/x",
             b"http://[::1/x",
             b"/a^b",
             b"/a|b",
@@ -724,6 +731,17 @@ mod tests {
         }
         let r = req(b"GET http://[::1]/handler/x HTTP/1.1\r\n\r\n");
         assert_eq!(r.path, b"//[::1]/handler/x");
+        for ok in [
+            &b"http://[::]/x"[..],
+            b"http://[::1.2.3.4]/x",
+            b"http://[1:2:3:4:5:6:7::]/x",
+            b"http://[1:2:3:4:5:6::8]/x",
+            b"http://[::5a:1:2]/x",
+            b"http://[\x06a:1:2]/x",
+            b"http://[v1.x]/x",
+        ] {
+            assert!(valid_target(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
         let r = req(b"GET //host:80/x?q HTTP/1.1\r\n\r\n");
         assert_eq!((r.path, r.query), (&b"//host:80/x"[..], Some(&b"q"[..])));
         // an empty target is a valid (empty) relative reference: no route, 404

@@ -31,6 +31,8 @@ pub struct FuzzConfig {
     pub shrink_budget: usize,
     /// Print progress to stderr every this many exchanges (0 = never).
     pub progress_every: u64,
+    /// Start no new exchange after this long (the report then counts what ran).
+    pub deadline: Option<Duration>,
 }
 
 impl Default for FuzzConfig {
@@ -43,6 +45,7 @@ impl Default for FuzzConfig {
             confirm_settle: Duration::from_millis(800),
             shrink_budget: 60,
             progress_every: 0,
+            deadline: None,
         }
     }
 }
@@ -183,6 +186,9 @@ pub fn fuzz(cfg: &FuzzConfig) -> FuzzReport {
             s.spawn(|| {
                 let mut pair = Pair::start(cfg.settle);
                 loop {
+                    if cfg.deadline.is_some_and(|d| started.elapsed() >= d) {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= cfg.cases {
                         break;
