@@ -23,12 +23,8 @@ const SIZE_WINDOW: usize = 10;
 enum State {
     /// Collecting the size line (up to [`SIZE_WINDOW`] bytes).
     Size { line: [u8; SIZE_WINDOW], len: usize },
-    /// Chunk data still to come.
-    Data { left: u64 },
-    /// The CR after the data.
-    DataCr,
-    /// The LF after the data.
-    DataLf,
+    /// A chunk of `size` bytes: taken whole, with its CRLF, once all of it has arrived.
+    Chunk { size: usize },
     /// After a size that is 0 or negative: everything up to the first CRLFCRLF (counted from
     /// the size line's CRLF) is trailer. `last4` holds the last four bytes, `seen` the bytes
     /// since the chunk started.
@@ -118,8 +114,10 @@ impl Dechunker {
     }
 
     /// Consumes bytes from `input` (everything the client has sent so far that was not
-    /// consumed before), calling `out` with each run of body data. Returns how many input
-    /// bytes were consumed (less than `input.len()` only once the body is complete).
+    /// consumed before), calling `out` with the data of each complete chunk. Returns how many
+    /// input bytes were consumed: less than `input.len()` once the body is complete, or when a
+    /// chunk has not fully arrived (it is consumed whole later, as Mongrel2 writes a chunk to
+    /// the upload file only once all of it is there; a chunk is at most [`MAX_CHUNK_SIZE`]).
     pub fn feed(
         &mut self,
         input: &[u8],
@@ -140,7 +138,9 @@ impl Dechunker {
                             return Err(ChunkedError("chunk size over 100 KiB"));
                         }
                         self.state = if size > 0 {
-                            State::Data { left: size as u64 }
+                            State::Chunk {
+                                size: size as usize,
+                            }
                         } else {
                             State::Trailer {
                                 last4: u32::from_be_bytes([0, 0, b'\r', b'\n']),
@@ -153,33 +153,20 @@ impl Dechunker {
                         self.state = State::Size { line, len };
                     }
                 }
-                State::Data { left } => {
-                    let n = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
-                    out(&input[i..i + n]);
-                    i += n;
-                    let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::DataCr
-                    } else {
-                        State::Data { left }
-                    };
-                }
-                State::DataCr => {
-                    if b != b'\r' {
+                State::Chunk { size } => {
+                    // Mongrel2 waits for the whole chunk and its CRLF before it writes any of it
+                    if input.len() - i < size + 2 {
+                        return Ok(i);
+                    }
+                    if &input[i + size..i + size + 2] != b"\r\n" {
                         return Err(ChunkedError("expected CRLF after chunk data"));
                     }
-                    self.state = State::DataLf;
-                    i += 1;
-                }
-                State::DataLf => {
-                    if b != b'\n' {
-                        return Err(ChunkedError("expected CRLF after chunk data"));
-                    }
+                    out(&input[i..i + size]);
+                    i += size + 2;
                     self.state = State::Size {
                         line: [0; SIZE_WINDOW],
                         len: 0,
                     };
-                    i += 1;
                 }
                 State::Trailer { last4, seen } => {
                     let last4 = (last4 << 8) | u32::from(b);
@@ -214,14 +201,34 @@ mod tests {
         let mut d = Dechunker::new();
         let mut out = Vec::new();
         let mut used = 0;
+        let mut pending: Vec<u8> = Vec::new();
         for c in input.chunks(piece) {
-            let n = d.feed(c, &mut |s| out.extend_from_slice(s)).unwrap();
+            pending.extend_from_slice(c);
+            let n = d.feed(&pending, &mut |s| out.extend_from_slice(s)).unwrap();
             used += n;
+            pending.drain(..n);
             if d.is_done() {
                 break;
             }
         }
         (out, used, d.is_done())
+    }
+
+    #[test]
+    fn a_chunk_is_taken_only_whole() {
+        let mut d = Dechunker::new();
+        let mut out = Vec::new();
+        assert_eq!(
+            d.feed(b"5\r\nhel", &mut |s| out.extend_from_slice(s)),
+            Ok(3)
+        );
+        assert!(out.is_empty());
+        assert_eq!(d.feed(b"hello\r", &mut |s| out.extend_from_slice(s)), Ok(0));
+        assert_eq!(
+            d.feed(b"hello\r\n0", &mut |s| out.extend_from_slice(s)),
+            Ok(8)
+        );
+        assert_eq!(out, b"hello");
     }
 
     #[test]
@@ -238,7 +245,7 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let mut d = Dechunker::new();
-        assert!(d.feed(b"1\r\nab", &mut |_| {}).is_err());
+        assert!(d.feed(b"1\r\nabc", &mut |_| {}).is_err());
         // no CRLF within the first 10 bytes of a chunk
         let mut d = Dechunker::new();
         assert!(d.feed(b"5;a=\"b c d\"\r\nhello\r\n", &mut |_| {}).is_err());

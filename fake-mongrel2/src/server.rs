@@ -913,7 +913,8 @@ impl Reader<'_> {
         );
         self.conn.last_handler.store(handler, Ordering::Release);
         self.sh.send_frame(handler, out);
-        let mut file = std::io::BufWriter::with_capacity(READ_CHUNK, file);
+        // unbuffered: what has been read is in the file, as with Mongrel2
+        let mut file = file;
         let spooled = match head.body {
             BodyKind::Length(n) => self.spool_length(&mut file, n),
             _ => self.spool_chunked(&mut file),

@@ -436,7 +436,17 @@ impl Run<'_> {
                 };
                 let name = self.upload_name(&path);
                 let host = crate::mongrel2::host_path(&self.target.chroot, &path);
-                // the server may still be closing it: wait for the size to be stable
+                // the server may still be writing what it has read: wait until the size is
+                // stable (two reads 30 ms apart, 1 s at most)
+                let mut last = std::fs::metadata(&host).map(|m| m.len()).ok();
+                for _ in 0..33 {
+                    std::thread::sleep(Duration::from_millis(30));
+                    let now = std::fs::metadata(&host).map(|m| m.len()).ok();
+                    if now == last {
+                        break;
+                    }
+                    last = now;
+                }
                 let _ = match std::fs::read(&host) {
                     Ok(bytes) => writeln!(
                         self.out,
