@@ -1029,6 +1029,44 @@ fn fuzz_found() {
                 Settle,
             ],
         ),
+        ex(
+            "http_then_ping_disconnect",
+            vec![
+                Open(0),
+                Send(0, get("/tnet/before-ping", "")),
+                Frame(TNET),
+                Send(0, b"@chat {\"type\":\"ping\"}\0".to_vec()),
+                Consumed(0),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "ping_then_http_disconnect",
+            vec![
+                Open(0),
+                Send(0, b"@chat {\"type\":\"ping\"}\0".to_vec()),
+                Consumed(0),
+                Send(0, get("/tnet/after-ping", "")),
+                Frame(TNET),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "xml_then_http_then_close",
+            vec![
+                Open(0),
+                Send(0, b"<chat type=\"x\"/>\0".to_vec()),
+                Frame(JSON),
+                Send(0, get("/tnet/after-xml", "")),
+                Frame(TNET),
+                Send(0, b"<chat type=\"y\"/>\0".to_vec()),
+                Frame(JSON),
+                Close(0),
+                Settle,
+            ],
+        ),
     ];
     differential("fuzz_found", v);
 }

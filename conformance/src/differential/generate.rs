@@ -599,6 +599,21 @@ pub fn exchange(seed: u64) -> Exchange {
             }
         }
     }
+    if steps.last() != Some(&Close(0)) && rng.chance(8) {
+        // a socket message after the HTTP on the same connection (which handler gets the
+        // disconnect, replies base64 again)
+        let msg: &[u8] = rng.pick(&[
+            &b"@chat {\"type\":\"ping\"}\0"[..],
+            b"@chat {\"type\":\"msg\"}\0",
+            b"<chat type=\"y\"/>\0",
+        ]);
+        steps.push(Send(0, msg.to_vec()));
+        steps.push(Until(0, 1000));
+        if rng.chance(50) {
+            steps.push(Reply(TNET, vec![Tgt::C(0)], b"socket reply".to_vec()));
+            steps.push(Until(0, 1000));
+        }
+    }
     steps.push(Settle);
     if any_upload {
         steps.push(UploadFile);
