@@ -73,10 +73,12 @@ struct Req {
     upload: bool,
 }
 
+/// Methods Mongrel2 accepts (weighted towards GET and POST).
 const METHODS: &[&str] = &[
     "GET", "GET", "GET", "POST", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "M2SEARCH",
     "PURGE", "G3T",
 ];
+/// Methods that break Mongrel2's `[A-Z0-9]{1,20}` rule (and one at its limit).
 const BAD_METHODS: &[&[u8]] = &[
     b"get",
     b"M-SEARCH",
@@ -87,6 +89,7 @@ const BAD_METHODS: &[&[u8]] = &[
     b"G\x7fT",
     b"\r\nGET",
 ];
+/// Route prefixes of the differential config, near misses and an unrouted one.
 const ROUTES: &[&str] = &[
     "/handler/",
     "/",
@@ -95,6 +98,7 @@ const ROUTES: &[&str] = &[
     "/tnetx/",
     "/nothere/",
 ];
+/// Path segments: plain, escaped good and bad, sub-delims, bytes outside the grammar.
 const SEGMENTS: &[&[u8]] = &[
     b"x",
     b"item/7",
@@ -121,6 +125,7 @@ const SEGMENTS: &[&[u8]] = &[
     b"//",
     b"a<b>",
 ];
+/// Absolute-form and authority starts, valid and not (IPv6 forms, bad authorities).
 const ABS_PREFIXES: &[&[u8]] = &[
     b"http://example.com",
     b"http://localhost:80",
@@ -140,8 +145,11 @@ const ABS_PREFIXES: &[&[u8]] = &[
     b"http://[1:2:3:4:5:6:7:8]",
     b"http://ho st",
 ];
+/// Query strings.
 const QUERIES: &[&[u8]] = &[b"a=1", b"", b"a=%20&b", b"x?y", b"q=/p", b"a=\"", b"a=%G1"];
+/// Fragments (one with a second `#`).
 const FRAGMENTS: &[&[u8]] = &[b"frag", b"", b"a#b", b"f/?x", b"%41"];
+/// Protocol versions, mostly valid.
 const VERSIONS: &[&[u8]] = &[
     b"HTTP/1.1",
     b"HTTP/1.1",
@@ -154,6 +162,7 @@ const VERSIONS: &[&[u8]] = &[
     b"HTTP/1.1 ",
     b"HTTP/01.1",
 ];
+/// Header names, valid (every token class, Mongrel2's own keys).
 const NAMES: &[&[u8]] = &[
     b"Host",
     b"X-A",
@@ -170,6 +179,7 @@ const NAMES: &[&[u8]] = &[
     b"X.Dot",
     b"!#$%&'*+-.^_`|~",
 ];
+/// Header names outside the token rule.
 const BAD_NAMES: &[&[u8]] = &[
     b"X Y",
     b"",
@@ -182,6 +192,7 @@ const BAD_NAMES: &[&[u8]] = &[
     b" X",
     b"X\t",
 ];
+/// Header values: padding, tabs, quotes, UTF-8 and not, control bytes, NUL, DEL, folds.
 const VALUES: &[&[u8]] = &[
     b"v",
     b"localhost",
@@ -205,6 +216,7 @@ const VALUES: &[&[u8]] = &[
     b"a\rb",
     b"x ",
 ];
+/// Content-Length value forms (`{n}` is the body length).
 const CL_FORMS: &[&str] = &[
     "{n}",
     "{n}",
@@ -224,6 +236,7 @@ const CL_FORMS: &[&str] = &[
     "{n},{n}",
     "1e3",
 ];
+/// Transfer-Encoding header lines, in order.
 const TE_SETS: &[&[&str]] = &[
     &["chunked"],
     &["chunked"],
@@ -241,10 +254,12 @@ const TE_SETS: &[&[&str]] = &[
     &["xchunked"],
 ];
 
+/// A line end: CRLF, sometimes a bare LF.
 fn eol(rng: &mut Rng) -> &'static [u8] {
     if rng.chance(8) { b"\n" } else { b"\r\n" }
 }
 
+/// A request target from the grammar with mutations.
 fn target(rng: &mut Rng) -> Vec<u8> {
     let mut t = Vec::new();
     match rng.below(20) {
@@ -277,6 +292,7 @@ fn target(rng: &mut Rng) -> Vec<u8> {
     t
 }
 
+/// Appends one header line (`name:` SP? `value` EOL).
 fn header(out: &mut Vec<u8>, rng: &mut Rng, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.push(b':');
@@ -377,6 +393,7 @@ fn strtol10(v: &[u8]) -> i64 {
     if neg { -n } else { n }
 }
 
+/// One request: request line, headers, framing and body.
 fn request(rng: &mut Rng) -> Req {
     let mut head = Vec::new();
     // request line
