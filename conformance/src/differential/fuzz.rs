@@ -114,6 +114,8 @@ struct Pair {
 }
 
 impl Pair {
+    /// Starts a real Mongrel2 and a fake (in parallel) with `settle` as their quiet time; failed
+    /// client writes are not recorded (TCP timing).
     fn start(settle: Duration) -> Self {
         let (mut real, mut fake) = std::thread::scope(|s| {
             let r = s.spawn(start_real);
@@ -130,6 +132,7 @@ impl Pair {
         Self { real, fake }
     }
 
+    /// Changes both servers' quiet time.
     fn set_settle(&mut self, settle: Duration) {
         self.real.settle = settle;
         self.fake.settle = settle;
@@ -252,6 +255,7 @@ pub fn fuzz(cfg: &FuzzConfig) -> FuzzReport {
     rep
 }
 
+/// Locks, ignoring poisoning (a panicking worker must not stop the report).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -129,6 +129,7 @@ pub fn config(ports: &[u16; 5], chroot: &str) -> String {
         .replace("@CHROOT@", chroot)
 }
 
+/// Five free ports: HTTP, JSON send/recv, TNET send/recv.
 fn ports() -> [u16; 5] {
     [
         free_port(),
@@ -139,6 +140,7 @@ fn ports() -> [u16; 5] {
     ]
 }
 
+/// The two test handlers connected to the ports of `p`.
 fn handlers(p: &[u16; 5]) -> Vec<TestHandler> {
     vec![
         TestHandler::connect(
@@ -218,6 +220,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// A connection id as the transcript shows it (`c<k>` for client k's).
     fn norm_id(&self, id: u64) -> String {
         match self.ids.get(&id) {
             Some(k) => format!("c{k}"),
@@ -226,6 +229,7 @@ impl Run<'_> {
         }
     }
 
+    /// Assigns a new connection id to the first open client that has none.
     fn learn(&mut self, id: u64) {
         if id >= 100_000 || self.ids.contains_key(&id) {
             return;
@@ -238,6 +242,7 @@ impl Run<'_> {
         }
     }
 
+    /// Appends a frame to the transcript, normalised.
     fn record_frame(&mut self, h: usize, frame: &[u8]) {
         let r = match protocol::parse_request(frame) {
             Ok(r) => r,
@@ -276,6 +281,7 @@ impl Run<'_> {
         let _ = writeln!(self.out, "    body({}): {}", r.body.len(), short(r.body));
     }
 
+    /// An upload path as `/tmp/upload.<i>` (i in order of appearance).
     fn upload_name(&mut self, path: &[u8]) -> String {
         let i = match self.uploads.iter().position(|p| p == path) {
             Some(i) => i,
@@ -287,6 +293,7 @@ impl Run<'_> {
         format!("/tmp/upload.<{i}>")
     }
 
+    /// Records the next frame on handler h (or its absence within `T`).
     fn frame(&mut self, h: usize) {
         match self.target.handlers[h].recv(T) {
             Some(f) => self.record_frame(h, &f),
@@ -316,6 +323,7 @@ impl Run<'_> {
         }
     }
 
+    /// The connection id a reply target stands for.
     fn id_of(&self, t: Tgt) -> u64 {
         match t {
             Tgt::Id(id) => id,
@@ -330,12 +338,14 @@ impl Run<'_> {
         }
     }
 
+    /// Client k (panics when it is not open: an invalid exchange).
     fn client(&mut self, k: usize) -> &mut Client {
         self.clients[k]
             .as_mut()
             .unwrap_or_else(|| panic!("client {k} is not open"))
     }
 
+    /// Runs one step.
     fn step(&mut self, s: &Step) {
         match s {
             Open(k) => {
