@@ -956,6 +956,11 @@ fn fuzz_found() {
         chunked_upload("chunk_ext_short", te, b"5; a=b\r\nhello\r\n0\r\n\r\n"),
         chunked_upload("chunk_ext_quoted", te, b"5;a=\"b c\"\r\nhello\r\n0\r\n\r\n"),
         chunked_upload("chunk_data_bare_lf", te, b"5\r\nhello\n0\r\n\r\n"),
+        chunked_upload(
+            "expect_continue_then_bad_chunk",
+            "Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n",
+            b"aaaaaaaaaaaa\r\n",
+        ),
         chunked_upload("chunk_trailer_then_get", te, b"0\r\nX-T: 1\r\n\r\nGET /handler/next HTTP/1.1\r\n\r\n"),
         ex(
             "upload_file_while_in_progress",

@@ -928,8 +928,9 @@ impl Reader<'_> {
                 return self.answer_and_close(BAD_REQUEST);
             }
             Spool::ClientGone => return self.client_gone(),
-            // Mongrel2 drops the upload and the connection, without an answer
-            Spool::BadChunk => return self.client_gone(),
+            // Mongrel2 drops the upload and the connection, without an answer (what was
+            // already queued, a 100 Continue, goes out first)
+            Spool::BadChunk => return self.answer_and_close(b""),
         }
         if self.conn.closed.load(Ordering::Acquire) != 0 {
             // killed by the handler meanwhile: close_conn deleted the file
