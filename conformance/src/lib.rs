@@ -4,6 +4,7 @@
 //! `wsgid`, fake-mongrel2 and Mongrel2 processes on ephemeral ports) and, under `tests/`, the
 //! suites themselves.
 
+pub mod differential;
 pub mod fake;
 pub mod gateway;
 pub mod hosts;

@@ -114,6 +114,13 @@ impl TestHandler {
         None
     }
 
+    /// Whether a frame is waiting to be received (not taken).
+    pub fn has_pending(&self) -> bool {
+        self.pull
+            .get_events()
+            .is_ok_and(|e| e.contains(zmq::POLLIN))
+    }
+
     /// Next frame, panicking with `what` after a generous timeout.
     pub fn expect(&self, what: &str) -> Vec<u8> {
         self.recv(Duration::from_secs(10))

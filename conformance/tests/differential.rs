@@ -8,464 +8,8 @@
 //! Uploads send their headers before the body (the real server corrupts bodies that arrive with
 //! the headers, PROTOCOL.md 19c) and wait for upload-start first (case 19 stall).
 
-use conformance::mongrel2::{Client, RealMongrel2, TestHandler, free_port};
-use fake_mongrel2::FakeMongrel2;
-use sha2::Digest as _;
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-const JSON: usize = 0;
-const TNET: usize = 1;
-const T: Duration = Duration::from_secs(10);
-/// Quiet time that ends a settle (frames triggered by a close, stray frames). Generous for a
-/// loaded machine; `M2_DIFF_SETTLE_MS` overrides it.
-fn settle_time() -> Duration {
-    let ms = std::env::var("M2_DIFF_SETTLE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    Duration::from_millis(ms)
-}
-
-/// A reply target: the connection of client k, or a literal id.
-#[derive(Debug, Clone, Copy)]
-enum Tgt {
-    C(usize),
-    Id(u64),
-}
-
-/// One step of an exchange.
-#[derive(Debug, Clone)]
-enum Step {
-    /// Connect client k.
-    Open(usize),
-    /// Client k writes bytes.
-    Send(usize, Vec<u8>),
-    /// Arrival pattern: wait before the next step.
-    Pause(u64),
-    /// Wait until the server has read everything client k wrote (kernel queues), so the next
-    /// write lands in a later read whatever the machine's load.
-    Consumed(usize),
-    /// Wait for the next frame on handler h.
-    Frame(usize),
-    /// Wait for n frames on handler h.
-    Frames(usize, usize),
-    /// Handler h replies to targets.
-    Reply(usize, Vec<Tgt>, Vec<u8>),
-    /// Handler h sends raw bytes; `{ck}` is replaced by client k's connection id, then `{len}`
-    /// by the length of the id list that follows `{len}:`.
-    Raw(usize, String),
-    /// Wait until client k holds n bytes (or EOF).
-    Read(usize, usize),
-    /// Wait for EOF on client k.
-    Eof(usize),
-    /// Client k closes.
-    Close(usize),
-    /// Record frames arriving within the settle time.
-    Settle,
-    /// Wait (up to `T`) until handler JSON gets a frame or client k sees EOF, whichever first.
-    FrameOrEof(usize),
-    /// Record the state of the last upload file (size + sha256, or deleted).
-    UploadFile,
-}
-
-use Step::*;
-
-struct Exchange {
-    name: &'static str,
-    steps: Vec<Step>,
-}
-
-fn ex(name: &'static str, steps: Vec<Step>) -> Exchange {
-    Exchange { name, steps }
-}
-
-/// One server under test with its two handlers.
-struct Target {
-    http: SocketAddr,
-    chroot: PathBuf,
-    handlers: Vec<TestHandler>,
-    _real: Option<RealMongrel2>,
-    _fake: Option<(FakeMongrel2, tempfile::TempDir)>,
-}
-
-fn config(ports: &[u16; 5], chroot: &str) -> String {
-    let t =
-        std::fs::read_to_string(conformance::fixtures_dir().join("mongrel2/differential.conf.in"))
-            .expect("config template");
-    t.replace("@PORT@", &ports[0].to_string())
-        .replace("@JSON_SEND@", &ports[1].to_string())
-        .replace("@JSON_RECV@", &ports[2].to_string())
-        .replace("@TNET_SEND@", &ports[3].to_string())
-        .replace("@TNET_RECV@", &ports[4].to_string())
-        .replace("@CHROOT@", chroot)
-}
-
-fn ports() -> [u16; 5] {
-    [
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    ]
-}
-
-fn handlers(p: &[u16; 5]) -> Vec<TestHandler> {
-    vec![
-        TestHandler::connect(
-            &format!("tcp://127.0.0.1:{}", p[1]),
-            &format!("tcp://127.0.0.1:{}", p[2]),
-        ),
-        TestHandler::connect(
-            &format!("tcp://127.0.0.1:{}", p[3]),
-            &format!("tcp://127.0.0.1:{}", p[4]),
-        ),
-    ]
-}
-
-fn start_real() -> Target {
-    assert!(
-        conformance::mongrel2::real_available(),
-        "the differential suite needs the real Mongrel2: apt-get install -y mongrel2-core sqlite3"
-    );
-    let p = ports();
-    let text = config(&p, RealMongrel2::CHROOT_MARK);
-    let real = RealMongrel2::start(&text, "9a8b7c6d-0000-4000-8000-0000000d1ff0", p[0]);
-    warm_up(real.http_addr);
-    Target {
-        http: real.http_addr,
-        chroot: real.chroot.clone(),
-        handlers: handlers(&p),
-        _real: Some(real),
-        _fake: None,
-    }
-}
-
-fn start_fake() -> Target {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-    let p = ports();
-    let text = config(&p, &dir.path().display().to_string());
-    let (m2, _warnings) = conformance::fake::start_from_config(&text);
-    warm_up(m2.http_addr());
-    Target {
-        http: m2.http_addr(),
-        chroot: dir.path().to_path_buf(),
-        handlers: handlers(&p),
-        _real: None,
-        _fake: Some((m2, dir)),
-    }
-}
-
-/// Gets the server's first 400 out of the way: the real server answers the first 400 after its
-/// start ~0.5 s late (more on a loaded machine), longer than the quiet time that ends a settle.
-fn warm_up(http: SocketAddr) {
-    let mut c = Client::connect(http);
-    c.send(b"\r\nGET /handler/x HTTP/1.1\r\n\r\n");
-    assert!(
-        c.read_to_eof(Duration::from_secs(30)),
-        "warm-up: the server did not answer a bad request with 400 + close within 30 s"
-    );
-}
-
-/// Runs exchanges on one target, returning one normalised transcript per exchange.
-fn run_all(target: &mut Target, exchanges: &[Exchange]) -> Vec<String> {
-    exchanges.iter().map(|e| run(target, e)).collect()
-}
-
-struct Run<'a> {
-    target: &'a mut Target,
-    clients: Vec<Option<Client>>,
-    ids: HashMap<u64, usize>,
-    uploads: Vec<Vec<u8>>,
-    out: String,
-}
-
-impl Run<'_> {
-    fn norm_id(&self, id: u64) -> String {
-        match self.ids.get(&id) {
-            Some(k) => format!("c{k}"),
-            None if id >= 100_000 => id.to_string(),
-            None => "c?".to_string(),
-        }
-    }
-
-    fn learn(&mut self, id: u64) {
-        if id >= 100_000 || self.ids.contains_key(&id) {
-            return;
-        }
-        let taken: Vec<usize> = self.ids.values().copied().collect();
-        if let Some(k) =
-            (0..self.clients.len()).find(|k| self.clients[*k].is_some() && !taken.contains(k))
-        {
-            self.ids.insert(id, k);
-        }
-    }
-
-    fn record_frame(&mut self, h: usize, frame: &[u8]) {
-        let r = match protocol::parse_request(frame) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = writeln!(self.out, "[{}] UNPARSABLE {e}: {}", hname(h), show(frame));
-                return;
-            }
-        };
-        self.learn(r.conn_id);
-        let mut headers = BTreeMap::new();
-        for (k, v) in r.headers.iter() {
-            let vals: Vec<String> = v
-                .iter()
-                .map(|x| {
-                    if k.starts_with(b"x-mongrel2-upload-") {
-                        self.upload_name(x)
-                    } else {
-                        show(x)
-                    }
-                })
-                .collect();
-            headers.insert(show(k), vals.join(" | "));
-        }
-        let _ = writeln!(
-            self.out,
-            "[{}] {} id={} path={} protocol={:?}",
-            hname(h),
-            show(r.sender),
-            self.norm_id(r.conn_id),
-            show(r.path),
-            r.protocol
-        );
-        for (k, v) in headers {
-            let _ = writeln!(self.out, "    {k}: {v}");
-        }
-        let _ = writeln!(self.out, "    body({}): {}", r.body.len(), short(r.body));
-    }
-
-    fn upload_name(&mut self, path: &[u8]) -> String {
-        let i = match self.uploads.iter().position(|p| p == path) {
-            Some(i) => i,
-            None => {
-                self.uploads.push(path.to_vec());
-                self.uploads.len() - 1
-            }
-        };
-        format!("/tmp/upload.<{i}>")
-    }
-
-    fn frame(&mut self, h: usize) {
-        match self.target.handlers[h].recv(T) {
-            Some(f) => self.record_frame(h, &f),
-            None => {
-                let _ = writeln!(self.out, "[{}] NO FRAME within {T:?}", hname(h));
-            }
-        }
-    }
-
-    /// Records frames until both handlers have been quiet for [`settle_time`].
-    fn settle(&mut self) {
-        let quiet = settle_time();
-        let mut quiet_since = Instant::now();
-        while quiet_since.elapsed() < quiet {
-            let mut any = false;
-            for h in [JSON, TNET] {
-                while let Some(f) = self.target.handlers[h].try_recv() {
-                    self.record_frame(h, &f);
-                    any = true;
-                }
-            }
-            if any {
-                quiet_since = Instant::now();
-            } else {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
-
-    fn id_of(&self, t: Tgt) -> u64 {
-        match t {
-            Tgt::Id(id) => id,
-            Tgt::C(k) => {
-                *self
-                    .ids
-                    .iter()
-                    .find(|(_, c)| **c == k)
-                    .unwrap_or_else(|| panic!("client {k} has no connection id yet"))
-                    .0
-            }
-        }
-    }
-
-    fn client(&mut self, k: usize) -> &mut Client {
-        self.clients[k]
-            .as_mut()
-            .unwrap_or_else(|| panic!("client {k} is not open"))
-    }
-
-    fn step(&mut self, s: &Step) {
-        match s {
-            Open(k) => {
-                if self.clients.len() <= *k {
-                    self.clients.resize_with(k + 1, || None);
-                }
-                self.clients[*k] = Some(Client::connect(self.target.http));
-            }
-            Send(k, bytes) => {
-                let ok = self.client(*k).send(bytes);
-                if !ok {
-                    let _ = writeln!(self.out, "client {k}: send failed");
-                }
-            }
-            Pause(ms) => std::thread::sleep(Duration::from_millis(*ms)),
-            Consumed(k) => {
-                if !self.client(*k).wait_consumed(T) {
-                    let _ = writeln!(self.out, "client {k}: bytes not read within {T:?}");
-                }
-            }
-            Frame(h) => self.frame(*h),
-            Frames(h, n) => {
-                for _ in 0..*n {
-                    self.frame(*h);
-                }
-            }
-            Reply(h, tgts, payload) => {
-                if let Some(Tgt::C(k)) = tgts
-                    .iter()
-                    .find(|t| matches!(t, Tgt::C(k) if !self.ids.values().any(|c| c == k)))
-                {
-                    let _ = writeln!(self.out, "no reply: client {k} has no connection id");
-                    return;
-                }
-                let ids: Vec<u64> = tgts.iter().map(|t| self.id_of(*t)).collect();
-                self.target.handlers[*h].reply(&ids, payload);
-            }
-            Raw(h, text) => {
-                let mut text = text.clone();
-                for k in 0..self.clients.len() {
-                    if text.contains(&format!("{{c{k}}}")) {
-                        let id = self.id_of(Tgt::C(k)).to_string();
-                        text = text.replace(&format!("{{c{k}}}"), &id);
-                    }
-                }
-                if let Some(at) = text.find("{len}:") {
-                    let rest = &text[at + 6..];
-                    let n = rest.find(',').unwrap_or(rest.len());
-                    text = text.replacen("{len}", &n.to_string(), 1);
-                }
-                self.target.handlers[*h].send_raw(text.as_bytes());
-            }
-            Read(k, n) => {
-                self.client(*k).read_at_least(*n, T);
-            }
-            Eof(k) => {
-                let eof = self.client(*k).read_to_eof(T);
-                let _ = writeln!(self.out, "client {k}: eof={eof}");
-            }
-            Close(k) => {
-                if let Some(c) = self.clients[*k].take() {
-                    self.record_client(*k, c);
-                }
-            }
-            Settle => self.settle(),
-            FrameOrEof(k) => {
-                let deadline = Instant::now() + T;
-                while Instant::now() < deadline {
-                    if let Some(f) = self.target.handlers[JSON].try_recv() {
-                        self.record_frame(JSON, &f);
-                        return;
-                    }
-                    let c = self.client(*k);
-                    c.read_for(Duration::from_millis(10));
-                    if c.eof {
-                        return;
-                    }
-                }
-            }
-            UploadFile => {
-                let Some(path) = self.uploads.last().cloned() else {
-                    let _ = writeln!(self.out, "upload file: none announced");
-                    return;
-                };
-                let name = self.upload_name(&path);
-                let host = conformance::mongrel2::host_path(&self.target.chroot, &path);
-                // the server may still be closing it: wait for the size to be stable
-                let _ = match std::fs::read(&host) {
-                    Ok(bytes) => writeln!(
-                        self.out,
-                        "upload file {name}: {} bytes sha256 {}",
-                        bytes.len(),
-                        hex(&sha2::Sha256::digest(&bytes))
-                    ),
-                    Err(_) => writeln!(self.out, "upload file {name}: absent"),
-                };
-            }
-        }
-    }
-
-    /// Records what client k received, closes it, and waits until the server closed its end
-    /// (so a disconnect frame cannot slip past the next settle into the next exchange).
-    fn record_client(&mut self, k: usize, mut c: Client) {
-        c.read_for(Duration::from_millis(250));
-        let _ = writeln!(
-            self.out,
-            "client {k} received {} bytes, eof={}: {}",
-            c.received.len(),
-            c.eof,
-            short(&c.received)
-        );
-        // a server that stops reading never sees the close: no evidence to wait for then
-        c.close_and_wait(Duration::from_secs(3));
-    }
-}
-
-fn run(target: &mut Target, e: &Exchange) -> String {
-    let mut r = Run {
-        target,
-        clients: Vec::new(),
-        ids: HashMap::new(),
-        uploads: Vec::new(),
-        out: String::new(),
-    };
-    let _ = writeln!(r.out, "exchange {}", e.name);
-    for s in &e.steps {
-        r.step(s);
-    }
-    r.settle();
-    for k in 0..r.clients.len() {
-        if let Some(c) = r.clients[k].take() {
-            r.record_client(k, c);
-        }
-    }
-    r.settle();
-    r.out
-}
-
-fn hname(h: usize) -> &'static str {
-    if h == JSON { "json" } else { "tnet" }
-}
-
-fn show(b: &[u8]) -> String {
-    fake_mongrel2::trace::readable(b)
-}
-
-fn short(b: &[u8]) -> String {
-    if b.len() <= 600 {
-        show(b)
-    } else {
-        format!(
-            "{} ... [{} bytes, sha256 {}]",
-            show(&b[..200]),
-            b.len(),
-            hex(&sha2::Sha256::digest(b))
-        )
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use conformance::differential::*;
+use std::time::Instant;
 
 /// Runs `exchanges` on the real server and on the fake at the same time, asserts the
 /// transcripts are identical, and snapshots them.
@@ -509,33 +53,6 @@ fn differential(group: &str, exchanges: Vec<Exchange>) {
         exchanges.len(),
         started.elapsed()
     );
-}
-
-fn case_bytes(case: &str) -> Vec<u8> {
-    let dir = conformance::fixtures_dir()
-        .join("mongrel2/cases")
-        .join(case);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("client") && n.ends_with("-sent.bin"))
-        })
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 1, "case {case}: expected one client");
-    std::fs::read(&files[0]).unwrap()
-}
-
-fn ok(text: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
-    )
-    .into_bytes()
 }
 
 /// One client, one request (raw bytes), one reply, then the client closes.
@@ -593,10 +110,6 @@ fn probe(name: &'static str, bytes: &[u8]) -> Exchange {
             Close(0),
         ],
     )
-}
-
-fn get(path: &str, extra: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").into_bytes()
 }
 
 #[test]
@@ -1385,4 +898,180 @@ fn replies() {
         ),
     ];
     differential("replies", v);
+}
+
+/// A chunked upload: head, upload-start, then `body` in one write; whatever follows (upload
+/// done, a drop, a stall, the next request) and the upload file are recorded.
+fn chunked_upload(name: &'static str, te_lines: &str, body: &[u8]) -> Exchange {
+    ex(
+        name,
+        vec![
+            Open(0),
+            Send(
+                0,
+                format!("POST /handler/{name} HTTP/1.1\r\nHost: localhost\r\n{te_lines}\r\n")
+                    .into_bytes(),
+            ),
+            FrameOrEof(0),
+            Send(0, body.to_vec()),
+            Settle,
+            UploadFile,
+        ],
+    )
+}
+
+/// The classes the differential fuzzer and a third-party request corpus found (framing from
+/// the first header values, Mongrel2's chunk-size reading, header bytes, the target grammar,
+/// the duplicate cap, the disconnect of a connection that sent socket messages and HTTP).
+#[test]
+fn fuzz_found() {
+    let te = "Transfer-Encoding: chunked\r\n";
+    let v = vec![
+        probe(
+            "te_identity_then_chunked",
+            b"POST /handler/te HTTP/1.1\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        probe(
+            "te_gzip_then_chunked",
+            b"POST /handler/te HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        probe(
+            "te_chunked_uppercase",
+            b"PUT /tnet/te HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n",
+        ),
+        chunked_upload(
+            "te_chunked_then_identity",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ),
+        chunked_upload("chunk_size_plus", te, b"+5\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_minus", te, b"-5\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_space_zero", te, b"3\r\nabc\r\n 0\r\n\r\n"),
+        chunked_upload("chunk_size_underscore", te, b"6_0\r\nhello!\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_empty", te, b"\r\n\r\n"),
+        chunked_upload("chunk_size_0x", te, b"0x5\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_lf_semicolon", te, b"5\n;hello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_size_int_wrap", te, b"ffffffff\r\n\r\n"),
+        chunked_upload("chunk_size_over_max", te, b"19001\r\nabc"),
+        chunked_upload("chunk_ext_short", te, b"5; a=b\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_ext_quoted", te, b"5;a=\"b c\"\r\nhello\r\n0\r\n\r\n"),
+        chunked_upload("chunk_data_bare_lf", te, b"5\r\nhello\n0\r\n\r\n"),
+        chunked_upload(
+            "expect_continue_then_bad_chunk",
+            "Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n",
+            b"aaaaaaaaaaaa\r\n",
+        ),
+        chunked_upload("chunk_trailer_then_get", te, b"0\r\nX-T: 1\r\n\r\nGET /handler/next HTTP/1.1\r\n\r\n"),
+        ex(
+            "upload_file_while_in_progress",
+            vec![
+                Open(0),
+                Send(0, upload_head("/handler/partial", 5000, "")),
+                Frame(JSON),
+                Send(0, body(3000, 4)),
+                Consumed(0),
+                UploadFile,
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "chunked_file_while_in_progress",
+            vec![
+                Open(0),
+                Send(0, format!("POST /handler/partial HTTP/1.1\r\n{te}\r\n").into_bytes()),
+                Frame(JSON),
+                Send(0, b"5\r\nhello\r\n6\r\nwor".to_vec()),
+                Consumed(0),
+                UploadFile,
+                Close(0),
+                Settle,
+            ],
+        ),
+        probe("cl_over_int_max", b"POST /handler/cl HTTP/1.1\r\nContent-Length: 2147483648\r\n\r\n"),
+        probe("cl_plus_sign", b"POST /handler/cl HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"),
+        probe("header_value_del", b"GET /handler/v HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n"),
+        probe("header_value_nul", b"GET /handler/v HTTP/1.1\r\nX-A: a\x00b\r\n\r\n"),
+        probe("header_value_lone_cr", b"GET /handler/v HTTP/1.1\r\nX-A: a\rb\r\n\r\n"),
+        probe("header_name_ctl", b"GET /handler/n HTTP/1.1\r\nX\x01Y: c\r\n\r\n"),
+        probe("header_name_lf", b"GET /handler/n HTTP/1.1\r\nX\nA: ab\r\n\r\n"),
+        probe("header_name_high_byte", b"GET /handler/n HTTP/1.1\r\nX\xc3\xa9: a\r\n\r\n"),
+        probe("target_bad_authority", b"GET s://]ufd/: HTTP/1.1\r\n\r\n"),
+        probe("target_double_slash_port", b"GET //a:b:c/x HTTP/1.1\r\n\r\n"),
+        probe("target_brackets_in_path", b"GET /handler/a[b] HTTP/1.1\r\n\r\n"),
+        probe("target_ipv6", b"GET http://[::1]/handler/x HTTP/1.1\r\n\r\n"),
+        probe("target_bad_ipv6", b"GET http://[1::2::3]/x HTTP/1.1\r\n\r\n"),
+        probe("target_ipv6_eight_groups", b"GET http://[1:2:3:4:5:6:7:8]/handler/x HTTP/1.1\r\n\r\n"),
+        probe("target_ipv6_link_local", b"GET http://[fe80::1]/handler/x HTTP/1.1\r\n\r\n"),
+        probe("target_ipv6_six_and_one", b"GET http://[1:2:3:4:5:6::8]/handler/x HTTP/1.1\r\n\r\n"),
+        probe("target_empty", b"GET  HTTP/1.1\r\n\r\n"),
+        probe("route_path_begins_a_route", b"OPTIONS /handler HTTP/1.1\r\n\r\n"),
+        probe("route_path_begins_tnet", b"GET /t?q HTTP/1.1\r\n\r\n"),
+        probe("route_path_begins_tnet_2", b"GET /tnet HTTP/1.1\r\n\r\n"),
+        probe("route_path_past_a_route_key", b"GET /handlerx HTTP/1.1\r\n\r\n"),
+        probe("duplicate_cap", b"GET /handler/d HTTP/1.1\r\nX-D: 1\r\nX-D: 2\r\nX-D: 3\r\nX-D: 4\r\nX-D: 5\r\nX-D: 6\r\nX-D: 7\r\n\r\n"),
+        ex(
+            "socket_then_http_disconnect",
+            vec![
+                Open(0),
+                Send(0, b"@chat {\"type\":\"join\"}\0".to_vec()),
+                Frame(JSON),
+                Send(0, get("/tnet/after-socket", "")),
+                Frame(TNET),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "http_then_socket_disconnect",
+            vec![
+                Open(0),
+                Send(0, get("/tnet/before-socket", "")),
+                Frame(TNET),
+                Send(0, b"@chat {\"type\":\"join\"}\0".to_vec()),
+                Frame(JSON),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "http_then_ping_disconnect",
+            vec![
+                Open(0),
+                Send(0, get("/tnet/before-ping", "")),
+                Frame(TNET),
+                Send(0, b"@chat {\"type\":\"ping\"}\0".to_vec()),
+                Consumed(0),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "ping_then_http_disconnect",
+            vec![
+                Open(0),
+                Send(0, b"@chat {\"type\":\"ping\"}\0".to_vec()),
+                Consumed(0),
+                Send(0, get("/tnet/after-ping", "")),
+                Frame(TNET),
+                Close(0),
+                Settle,
+            ],
+        ),
+        ex(
+            "xml_then_http_then_close",
+            vec![
+                Open(0),
+                Send(0, b"<chat type=\"x\"/>\0".to_vec()),
+                Frame(JSON),
+                Send(0, get("/tnet/after-xml", "")),
+                Frame(TNET),
+                Send(0, b"<chat type=\"y\"/>\0".to_vec()),
+                Frame(JSON),
+                Close(0),
+                Settle,
+            ],
+        ),
+    ];
+    differential("fuzz_found", v);
 }

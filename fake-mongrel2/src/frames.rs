@@ -6,6 +6,10 @@ use crate::settings::HandlerSpec;
 use protocol::{Headers, RequestMeta};
 use std::borrow::Cow;
 
+/// Values Mongrel2 keeps of one header (`MAX_DUPE_HEADERS` in request.c): later ones are
+/// dropped.
+pub const MAX_DUPE_HEADERS: usize = 5;
+
 /// Upload stage of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadStage<'a> {
@@ -31,7 +35,11 @@ pub fn request_frame(
 ) {
     let mut headers = Headers::with_capacity(head.headers.len() + 3);
     for (name, value) in &head.headers {
-        if name.as_slice() == b"x-forwarded-for" {
+        if name.as_slice() == b"x-forwarded-for"
+            || headers
+                .get(name)
+                .is_some_and(|v| v.len() >= MAX_DUPE_HEADERS)
+        {
             continue;
         }
         headers.append(Cow::Borrowed(name.as_slice()), Cow::Borrowed(*value));
@@ -129,6 +137,44 @@ mod tests {
             body,
         );
         assert_eq!(sorted(&out), sorted(&expected), "case {dir}");
+    }
+
+    #[test]
+    fn duplicate_values_capped_at_five() {
+        // Mongrel2 keeps the first MAX_DUPE_HEADERS values of a header and drops the rest
+        let mut sent = b"GET /d HTTP/1.1\r\n".to_vec();
+        for i in 0..8 {
+            sent.extend_from_slice(format!("X-Dup: v{i}\r\nx-dup2: w{i}\r\n").as_bytes());
+        }
+        sent.extend_from_slice(b"\r\n");
+        let Parsed::Request(head) = parse_message(&sent, 4096) else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        request_frame(
+            &mut out,
+            &HandlerSpec::new("x", "y"),
+            1,
+            &head,
+            b"/",
+            b"127.0.0.1",
+            UploadStage::None,
+            b"",
+        );
+        let r = protocol::parse_request(&out).unwrap();
+        for (name, prefix) in [(&b"x-dup"[..], "v"), (b"x-dup2", "w")] {
+            let vals: Vec<Vec<u8>> = r
+                .headers
+                .get(name)
+                .unwrap()
+                .iter()
+                .map(<[u8]>::to_vec)
+                .collect();
+            let want: Vec<Vec<u8>> = (0..5)
+                .map(|i| format!("{prefix}{i}").into_bytes())
+                .collect();
+            assert_eq!(vals, want);
+        }
     }
 
     #[test]

@@ -114,29 +114,85 @@ fn is_target_byte(b: u8) -> bool {
         )
 }
 
-/// Whether Mongrel2 accepts `target` (character classes, `%XX` escapes, one `#`).
+/// Whether Mongrel2 accepts `target`: RFC 3986 `URI-reference` as Mongrel2 1.12's request
+/// parser has it (http11_parser.rl, `uri_relaxed` off: no `{`, `}`, `^`; its IPv6 forms), so
+/// `//a:b:c/x` or `s://]ufd/:` are 400 like `a"b`. The empty target is a valid (empty)
+/// relative reference.
 pub fn valid_target(target: &[u8]) -> bool {
-    if target.is_empty() {
-        return false;
-    }
-    let mut hashes = 0;
-    for (i, &b) in target.iter().enumerate() {
-        if !is_target_byte(b) {
-            return false;
-        }
-        match b {
-            b'%' => {
-                let ok = target.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                    && target.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
-                if !ok {
+    // fast path, the usual origin form: `/` not followed by `/`, path, query and fragment
+    // characters only, at most one `#`, well-formed `%XX`
+    if target.first() == Some(&b'/') && target.get(1) != Some(&b'/') {
+        let mut hashes = 0;
+        let mut simple = true;
+        for (i, &b) in target.iter().enumerate() {
+            match b {
+                b'%' if !(target.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && target.get(i + 2).is_some_and(u8::is_ascii_hexdigit)) =>
+                {
                     return false;
                 }
+                b'#' => hashes += 1,
+                b'[' | b']' => simple = false,
+                _ if !is_target_byte(b) => return false,
+                _ => {}
             }
-            b'#' => hashes += 1,
-            _ => {}
+        }
+        if simple {
+            return hashes <= 1;
         }
     }
-    hashes <= 1
+    target_grammar().is_match(target)
+}
+
+/// The request-target grammar of Mongrel2 1.12 (RFC 3986 `URI-reference` as written in its
+/// http11_parser.rl) as an anchored byte regex.
+fn target_grammar() -> &'static regex::bytes::Regex {
+    static RE: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        let unreserved = r"A-Za-z0-9\-._~";
+        let sub = r"!$&'()*+,;=";
+        let pct = "%[0-9A-Fa-f]{2}";
+        let pchar = format!("(?:[{unreserved}{sub}:@]|{pct})");
+        let query = format!("(?:{pchar}|[/?])*");
+        let segment = format!("{pchar}*");
+        let segment_nz = format!("{pchar}+");
+        let segment_nz_nc = format!("(?:[{unreserved}{sub}@]|{pct})+");
+        let path_abempty = format!("(?:/{segment})*");
+        let path_absolute = format!("/(?:{segment_nz}(?:/{segment})*)?");
+        let path_noscheme = format!("{segment_nz_nc}(?:/{segment})*");
+        let path_rootless = format!("{segment_nz}(?:/{segment})*");
+        let reg_name = format!("(?:[{unreserved}{sub}]|{pct})*");
+        let dec = "(?:[0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5])";
+        let ipv4 = format!(r"{dec}\.{dec}\.{dec}\.{dec}");
+        let h16 = "[0-9A-Fa-f]{1,4}";
+        let ls32 = format!("(?:{h16}:{h16}|{ipv4})");
+        // Ragel reads the ABNF counts in `6( h16 ":" ) ls32` as the character codes 6, 5, 4,
+        // 3 and 2 followed by one `h16 ":"` (checked on the real server: `[1:2:3:4:5:6:7:8]`
+        // and `[fe80::1]` are 400, `[::1]` and `[1:2:3:4:5:6::8]` are not)
+        let ipv6 = [
+            format!("\\x06{h16}:{ls32}"),
+            format!("::\\x05{h16}:{ls32}"),
+            format!("(?:{h16})?::\\x04{h16}:{ls32}"),
+            format!("(?:(?:{h16}:){{1,}}{h16})?::\\x03{h16}:{ls32}"),
+            format!("(?:(?:{h16}:){{2,}}{h16})?::\\x02{h16}:{ls32}"),
+            format!("(?:(?:{h16}:){{3,}}{h16})?::{h16}:{ls32}"),
+            format!("(?:(?:{h16}:){{4,}}{h16})?::{ls32}"),
+            format!("(?:(?:{h16}:){{5,}}{h16})?::{h16}"),
+            format!("(?:(?:{h16}:){{6,}}{h16})?::"),
+        ]
+        .join("|");
+        let ipvfuture = format!(r"v[0-9A-Fa-f]+\.[{unreserved}{sub}:]+");
+        let host = format!(r"(?:\[(?:{ipv6}|{ipvfuture})\]|{ipv4}|{reg_name})");
+        let userinfo = format!("(?:[{unreserved}{sub}:]|{pct})*");
+        let authority = format!("(?:{userinfo}@)?{host}(?::[0-9]*)?");
+        let scheme = r"[A-Za-z][A-Za-z0-9+\-.]*";
+        let relative_part =
+            format!("(?://{authority}{path_abempty}|{path_absolute}|{path_noscheme}|)");
+        let hier_part = format!("(?://{authority}{path_abempty}|{path_absolute}|{path_rootless}|)");
+        let tail = format!(r"(?:\?{query})?(?:#{query})?");
+        let re = format!(r"(?-u)\A(?:{scheme}:{hier_part}{tail}|{relative_part}{tail})\z");
+        regex::bytes::Regex::new(&re).expect("the request-target grammar compiles")
+    })
 }
 
 /// Looks at the start of `buf` and returns the first complete message, if any.
@@ -188,9 +244,11 @@ enum HeadEnd {
     Bad(&'static str),
 }
 
-/// Token characters of a header name (ASCII minus CTLs and separators).
-fn is_token_byte(b: u8) -> bool {
-    b > 32
+/// A header-name byte as Mongrel2 1.12's compiled parser takes it (checked byte by byte on the
+/// real server): ASCII except NUL, DEL and the separators (SP and HT among them). Other control
+/// bytes, CR and LF included, are name bytes, so a line without a colon runs on into the next.
+fn is_name_byte(b: u8) -> bool {
+    b != 0
         && b < 127
         && !matches!(
             b,
@@ -210,49 +268,100 @@ fn is_token_byte(b: u8) -> bool {
                 | b'='
                 | b'{'
                 | b'}'
+                | b' '
+                | b'\t'
         )
 }
 
-/// Finds the end of the head (after the blank line), validating each complete line.
-fn find_head_end(window: &[u8]) -> HeadEnd {
-    let mut pos = 0;
-    let mut first = true;
-    while let Some(i) = window[pos..].iter().position(|&b| b == b'\n') {
-        let line = trim_cr(&window[pos..pos + i]);
-        pos += i + 1;
-        if first {
-            if let Err(why) = check_request_line(line) {
-                return HeadEnd::Bad(why);
-            }
-            first = false;
-            continue;
-        }
-        if line.is_empty() {
-            return HeadEnd::Complete(pos);
-        }
-        match line.iter().position(|&b| b == b':') {
-            // Mongrel2 does not answer a header line without a colon: it waits for more.
-            None if line.iter().all(|&b| is_token_byte(b)) => return HeadEnd::Incomplete,
-            None => return HeadEnd::Bad("malformed header line"),
-            Some(0) => return HeadEnd::Bad("empty header name"),
-            Some(c) if !line[..c].iter().all(|&b| is_token_byte(b)) => {
-                return HeadEnd::Bad("invalid header name");
-            }
+/// Scans the header fields of a head from `pos` (just after the request line) through the
+/// blank line, calling `field(name, value)` for each (name as sent, value without its leading
+/// SP/HT and line end). A field is `name ":" (SP|HT)* value` ended by CRLF or LF; the head ends
+/// with an empty line. Rejected as Mongrel2 does, at the first bad byte: an empty name, a
+/// non-name byte before the colon, NUL or DEL in a value, a CR not followed by LF, a line
+/// starting with SP/HT (obs-fold).
+fn scan_fields<'a>(
+    buf: &'a [u8],
+    mut pos: usize,
+    mut field: impl FnMut(&'a [u8], &'a [u8]),
+) -> HeadEnd {
+    loop {
+        match buf.get(pos) {
+            None => return HeadEnd::Incomplete,
+            Some(b'\n') => return HeadEnd::Complete(pos + 1),
+            Some(b'\r') => match buf.get(pos + 1) {
+                None => return HeadEnd::Incomplete,
+                Some(b'\n') => return HeadEnd::Complete(pos + 2),
+                Some(_) => {}
+            },
             Some(_) => {}
         }
+        let name_start = pos;
+        loop {
+            match buf.get(pos) {
+                None => return HeadEnd::Incomplete,
+                Some(b':') => break,
+                Some(&b) if is_name_byte(b) => pos += 1,
+                Some(_) => return HeadEnd::Bad("invalid byte in a header name"),
+            }
+        }
+        if pos == name_start {
+            return HeadEnd::Bad("empty header name");
+        }
+        let name = &buf[name_start..pos];
+        pos += 1;
+        while matches!(buf.get(pos), Some(b' ' | b'\t')) {
+            pos += 1;
+        }
+        let value_start = pos;
+        let value_end = loop {
+            match buf.get(pos) {
+                None => return HeadEnd::Incomplete,
+                Some(b'\n') => {
+                    pos += 1;
+                    break pos - 1;
+                }
+                Some(b'\r') => match buf.get(pos + 1) {
+                    None => return HeadEnd::Incomplete,
+                    Some(b'\n') => {
+                        pos += 2;
+                        break pos - 2;
+                    }
+                    Some(_) => return HeadEnd::Bad("CR without LF in a header value"),
+                },
+                Some(0 | 127) => return HeadEnd::Bad("NUL or DEL in a header value"),
+                Some(_) => pos += 1,
+            }
+        };
+        field(name, &buf[value_start..value_end]);
     }
-    if first {
+}
+
+/// Finds the end of the head (after the blank line), validating the request line once it is
+/// complete and the header fields as far as they go.
+fn find_head_end(window: &[u8]) -> HeadEnd {
+    let Some(i) = window.iter().position(|&b| b == b'\n') else {
         // the request line is still incomplete: fail early on what is there
-        let partial = &window[pos..];
-        if let Some(sp) = partial.iter().position(|&b| b == b' ') {
-            let rest = &partial[sp + 1..];
+        if let Some(sp) = window.iter().position(|&b| b == b' ') {
+            let rest = &window[sp + 1..];
             let target_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
             if !rest[..target_end].iter().all(|&b| is_target_byte(b)) {
                 return HeadEnd::Bad("invalid character in the request target");
             }
+            // the version so far must start `HTTP/1.0` or `HTTP/1.1` (a CR may follow)
+            if let Some(version) = rest.get(target_end + 1..) {
+                let version = version.strip_suffix(b"\r").unwrap_or(version);
+                let prefix = |full: &[u8]| full.starts_with(version);
+                if !(prefix(b"HTTP/1.0") || prefix(b"HTTP/1.1")) {
+                    return HeadEnd::Bad("invalid HTTP version");
+                }
+            }
         }
+        return HeadEnd::Incomplete;
+    };
+    if let Err(why) = check_request_line(trim_cr(&window[..i])) {
+        return HeadEnd::Bad(why);
     }
-    HeadEnd::Incomplete
+    scan_fields(window, i + 1, |_, _| {})
 }
 
 /// `METHOD SP TARGET SP HTTP/1.[01]`.
@@ -278,8 +387,9 @@ fn check_request_line(line: &[u8]) -> Result<(), &'static str> {
 /// Splits a request target into (path, uri, query, fragment); `None` when Mongrel2 rejects it.
 #[allow(clippy::type_complexity)]
 pub fn split_target(target: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>, Option<&[u8]>)> {
-    let rest = match target.first()? {
-        b'/' | b'*' => target,
+    let rest = match target.first() {
+        None => return Some((target, target, None, None)),
+        Some(b'/' | b'*') => target,
         _ => {
             // absolute-form: `scheme:` is dropped, the rest kept (`//host/path`) [31];
             // without a scheme the target is a relative path (`handler/x`).
@@ -326,48 +436,25 @@ fn finish(head: &[u8]) -> Parsed<'_> {
     let Some((path, uri, query, fragment)) = split_target(target) else {
         return Parsed::Bad("invalid request target");
     };
-    let mut headers = Vec::new();
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut expect_continue = false;
-    let mut expect_failed = false;
-    let mut pos = first_line_end + 1;
-    while pos < head.len() {
-        let end = head[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(head.len(), |i| pos + i);
-        let line = trim_cr(&head[pos..end]);
-        pos = end + 1;
-        if line.is_empty() {
-            break;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Parsed::Bad("header line without a colon");
-        };
-        let name = line[..colon].to_ascii_lowercase();
-        let mut value = &line[colon + 1..];
-        while let [b' ' | b'\t', rest @ ..] = value {
-            value = rest;
-        }
-        match name.as_slice() {
-            // the first Content-Length counts
-            b"content-length" if content_length.is_none() => content_length = Some(atoi(value)),
-            b"transfer-encoding" if trim_ws(value).eq_ignore_ascii_case(b"chunked") => {
-                chunked = true;
-            }
-            // Mongrel2 looks at the first Expect only, compared exactly
-            b"expect" if !expect_continue && !expect_failed => {
-                if value == b"100-continue" {
-                    expect_continue = true;
-                } else {
-                    expect_failed = true;
-                }
-            }
-            _ => {}
-        }
-        headers.push((name, value));
+    let mut headers: Vec<(Vec<u8>, &[u8])> = Vec::new();
+    if let HeadEnd::Bad(why) = scan_fields(head, first_line_end + 1, |name, value| {
+        headers.push((name.to_ascii_lowercase(), value));
+    }) {
+        return Parsed::Bad(why);
     }
+    // Mongrel2 reads the framing and Expect from each header's first value
+    let first = |name: &[u8]| {
+        headers
+            .iter()
+            .find(|(n, _)| n.as_slice() == name)
+            .map(|(_, v)| *v)
+    };
+    let content_length = first(b"content-length").map(content_length_value);
+    let chunked = first(b"transfer-encoding") == Some(&b"chunked"[..]);
+    let (expect_continue, expect_failed) = match first(b"expect") {
+        Some(v) => (v == b"100-continue", v != b"100-continue"),
+        None => (false, false),
+    };
     // Content-Length wins over chunked, as in Mongrel2
     let body = if let Some(n) = content_length {
         BodyKind::Length(n)
@@ -391,9 +478,10 @@ fn finish(head: &[u8]) -> Parsed<'_> {
     })
 }
 
-/// Content-Length as Mongrel2 reads it (C `atoi`): leading digits count, anything else
-/// (negative values too) is 0.
-fn atoi(value: &[u8]) -> u64 {
+/// Content-Length as Mongrel2 reads the first one (C `strtol(v, NULL, 10)`: leading
+/// whitespace, a sign, then the leading digits; no digits is 0), and anything negative or over
+/// `INT_MAX` (overflow included) is 0.
+pub fn content_length_value(value: &[u8]) -> u64 {
     let v = value.trim_ascii_start();
     let (neg, digits) = match v.first() {
         Some(b'-') => (true, &v[1..]),
@@ -404,15 +492,11 @@ fn atoi(value: &[u8]) -> u64 {
     for &b in digits.iter().take_while(|b| b.is_ascii_digit()) {
         n = n.saturating_mul(10).saturating_add(u64::from(b - b'0'));
     }
-    if neg { 0 } else { n }
+    if neg || n > i32::MAX as u64 { 0 } else { n }
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn trim_ws(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
 }
 
 fn parse_socket_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
@@ -617,6 +701,126 @@ mod tests {
     }
 
     #[test]
+    fn target_grammar_as_mongrel2() {
+        // RFC 3986 URI-reference as Mongrel2's parser has it (checked on the real server)
+        for bad in [
+            &b"s://]ufd/:"[..],
+            b"//a:b:c/x",
+            b"/a[b]",
+            b"[x]",
+            b"http://[1::2::3]/x",
+            b"http://[1:2:3:4:5:6:7:8]/x",
+            b"http://[fe80::1]/x",
+            b"http://[1::2]/x",
+            b"http://[6a:1:2]/x",
+            b"http://[::1/x",
+            b"/a^b",
+            b"/a|b",
+            b"/a`b",
+            b"/a#b#c",
+            b"1a:/x",
+        ] {
+            let mut r = b"GET ".to_vec();
+            r.extend_from_slice(bad);
+            r.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+            assert!(
+                matches!(parse_message(&r, 4096), Parsed::Bad(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let r = req(b"GET http://[::1]/handler/x HTTP/1.1\r\n\r\n");
+        assert_eq!(r.path, b"//[::1]/handler/x");
+        for ok in [
+            &b"http://[::]/x"[..],
+            b"http://[::1.2.3.4]/x",
+            b"http://[1:2:3:4:5:6:7::]/x",
+            b"http://[1:2:3:4:5:6::8]/x",
+            b"http://[::5a:1:2]/x",
+            b"http://[\x06a:1:2]/x",
+            b"http://[v1.x]/x",
+        ] {
+            assert!(valid_target(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        let r = req(b"GET //host:80/x?q HTTP/1.1\r\n\r\n");
+        assert_eq!((r.path, r.query), (&b"//host:80/x"[..], Some(&b"q"[..])));
+        // an empty target is a valid (empty) relative reference: no route, 404
+        let r = req(b"GET  HTTP/1.1\r\n\r\n");
+        assert_eq!(r.path, b"");
+        let r = req(b"OPTIONS * HTTP/1.1\r\n\r\n");
+        assert_eq!(r.path, b"*");
+    }
+
+    #[test]
+    fn header_bytes_as_mongrel2() {
+        // NUL, DEL and a CR not followed by LF end a head with 400; other control bytes are
+        // value bytes
+        for bad in [
+            &b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX\xc3\xa9: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX\x7fA: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX\tA: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_message(bad, 4096), Parsed::Bad(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let r = req(b"GET / HTTP/1.1\r\nX-A: a\x01\x1fb\xff\r\n\r\n");
+        assert_eq!(r.headers[0].1, b"a\x01\x1fb\xff");
+        // control bytes, CR and LF included, are name bytes: a line without a colon goes on
+        let r = req(b"GET / HTTP/1.1\r\nX\nA: ab\r\nX\x01Y: c\r\n\r\n");
+        assert_eq!(r.headers[0], (b"x\na".to_vec(), &b"ab"[..]));
+        assert_eq!(r.headers[1], (b"x\x01y".to_vec(), &b"c"[..]));
+    }
+
+    #[test]
+    fn framing_from_the_first_values_as_mongrel2() {
+        // Transfer-Encoding: only a first value of exactly `chunked`
+        for te in [
+            &b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n"[..],
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: Chunked\r\n",
+            b"Transfer-Encoding: chunked \r\n",
+            b"Transfer-Encoding: gzip, chunked\r\n",
+        ] {
+            let r = [&b"POST / HTTP/1.1\r\n"[..], te, b"\r\n"].concat();
+            assert_eq!(
+                req(&r).body,
+                BodyKind::None,
+                "{:?}",
+                String::from_utf8_lossy(te)
+            );
+        }
+        let r = req(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+        );
+        assert_eq!(r.body, BodyKind::Chunked);
+        // Content-Length: strtol; negative or over INT_MAX is 0
+        for (v, n) in [
+            (&b"2147483647"[..], 2147483647),
+            (b"2147483648", 0),
+            (b"99999999999999999999", 0),
+            (b"+5", 5),
+            (b"-5", 0),
+            (b"0x10", 0),
+        ] {
+            let r = [&b"POST / HTTP/1.1\r\nContent-Length: "[..], v, b"\r\n\r\n"].concat();
+            assert_eq!(
+                req(&r).body,
+                BodyKind::Length(n),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
     fn socket_messages() {
         let buf = b"@chat {\"type\":\"join\"}\0@chat {\"type\":\"ping\"}\0";
         let Parsed::Socket(m) = parse_message(buf, 4096) else {
@@ -636,5 +840,27 @@ mod tests {
         assert_eq!(x.path, b"<chat");
         assert_eq!(x.body, b"<chat type=\"join\"/>");
         assert_eq!(parse_message(b"@chat {", 4096), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn request_line_fails_at_the_first_bad_byte() {
+        // Mongrel2's parser answers 400 as soon as a byte cannot continue the request line
+        assert_eq!(parse_message(b"GET /x HTTP/1.", 4096), Parsed::Incomplete);
+        assert_eq!(
+            parse_message(b"GET /x HTTP/1.1\r", 4096),
+            Parsed::Incomplete
+        );
+        for bad in [
+            &b"GET /x ht"[..],
+            b"GET /x HTTP/2",
+            b"GET /x HTTP/1.1x",
+            b"GET /x HTTP/1.1\r\r",
+        ] {
+            assert!(
+                matches!(parse_message(bad, 4096), Parsed::Bad(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -117,14 +117,12 @@ enum Input {
     Head,
     /// Spooling a body to an upload file.
     Upload(Box<Spool>),
-    /// A broken chunked body: Mongrel2 neither answers nor reads on; bytes are dropped until
-    /// the client leaves.
-    Discard,
 }
 
 /// An upload in progress.
 struct Spool {
-    file: std::io::BufWriter<std::fs::File>,
+    /// Unbuffered: what has been read is in the file, as with Mongrel2.
+    file: std::fs::File,
     /// The head, owned (parsed again for the done frame).
     head: Vec<u8>,
     handler: usize,
@@ -815,9 +813,6 @@ impl Server {
             if matches!(conn.input, Input::Head) && conn.last_incomplete {
                 conn.head_reads += 1;
             }
-            if matches!(conn.input, Input::Discard) {
-                continue;
-            }
             conn.rbuf.extend_from_slice(&self.scratch[..n]);
         }
     }
@@ -1016,10 +1011,6 @@ fn process(conn: &mut Conn, env: &mut Env<'_>) -> Next {
         let step = match conn.input {
             Input::Head => head_step(conn, env),
             Input::Upload(_) => upload_step(conn, env),
-            Input::Discard => {
-                conn.start = conn.rbuf.len();
-                Step::NeedMore
-            }
         };
         match step {
             Step::Again => {}
@@ -1221,7 +1212,7 @@ fn start_upload(
     conn.consumed(len, now);
     conn.continue_sent = false;
     conn.input = Input::Upload(Box::new(Spool {
-        file: std::io::BufWriter::with_capacity(READ_CHUNK, temp.file),
+        file: temp.file,
         head: head_bytes,
         handler,
         pattern,
@@ -1230,7 +1221,7 @@ fn start_upload(
             BodyKind::Length(n) => Some(n),
             _ => None,
         },
-        dechunker: Dechunker::new(),
+        dechunker: Dechunker::with_trailer_limit(settings.content_length_limit as usize),
     }));
     env.send(conn, handler);
     Step::Again
@@ -1262,10 +1253,9 @@ fn upload_step(conn: &mut Conn, env: &mut Env<'_>) -> Step {
             match fed {
                 Ok(n) => (n, spool.dechunker.is_done()),
                 Err(_) => {
-                    // Mongrel2 neither answers nor reads on: wait for the client to leave
-                    conn.input = Input::Discard;
-                    conn.start = conn.rbuf.len();
-                    return Step::NeedMore;
+                    // Mongrel2 drops the upload and the connection without an answer (what
+                    // was already queued, a 100 Continue, goes out first)
+                    return Step::Done(conn.answer_and_close(b"", now));
                 }
             }
         }

@@ -105,16 +105,51 @@ pub fn default_temp_store() -> String {
 }
 
 impl Settings {
-    /// The route for `path`: longest literal prefix wins. Returns (pattern, handler index).
+    /// The route for `path` as Mongrel2 1.12 finds it (`tst_search_prefix` over the routes'
+    /// literal prefixes, in config order): a route whose prefix is the whole path; else, when
+    /// the path is a proper prefix of route prefixes, the first such route's prefix is followed
+    /// to the first route on the way (`/handler` takes `/handler/`); else the longest route
+    /// prefix of the path. An empty path has no route. Returns (pattern, handler index).
     pub fn route(&self, path: &[u8]) -> Option<(&[u8], usize)> {
         if self.routes.is_empty() {
             return path.starts_with(b"/").then_some((&b"/"[..], 0));
         }
-        self.routes
-            .iter()
-            .filter(|r| path.starts_with(literal_prefix(&r.pattern)))
-            .max_by_key(|r| literal_prefix(&r.pattern).len())
-            .map(|r| (r.pattern.as_slice(), r.handler))
+        if path.is_empty() {
+            return None;
+        }
+        fn key(r: &RouteSpec) -> &[u8] {
+            literal_prefix(&r.pattern)
+        }
+        let found = match self.routes.iter().find(|r| key(r) == path) {
+            Some(exact) => Some(exact),
+            None => match self.routes.iter().find(|r| key(r).starts_with(path)) {
+                Some(first) => {
+                    let along = key(first);
+                    let mut best: Option<&RouteSpec> = None;
+                    for r in &self.routes {
+                        let k = key(r);
+                        if k.len() > path.len()
+                            && along.starts_with(k)
+                            && best.is_none_or(|b| k.len() < key(b).len())
+                        {
+                            best = Some(r);
+                        }
+                    }
+                    best
+                }
+                None => {
+                    let mut best: Option<&RouteSpec> = None;
+                    for r in &self.routes {
+                        let k = key(r);
+                        if path.starts_with(k) && best.is_none_or(|b| k.len() > key(b).len()) {
+                            best = Some(r);
+                        }
+                    }
+                    best
+                }
+            },
+        };
+        found.map(|r| (r.pattern.as_slice(), r.handler))
     }
 }
 
@@ -158,12 +193,32 @@ mod tests {
     fn longest_prefix_wins() {
         let s = settings();
         assert_eq!(s.route(b"/handler/x"), Some((&b"/handler/"[..], 0)));
-        assert_eq!(s.route(b"/handler"), Some((&b"/"[..], 0)));
+        assert_eq!(s.route(b"/handlerx"), Some((&b"/"[..], 0)));
         assert_eq!(s.route(b"/tnet/q"), Some((&b"/tnet/"[..], 1)));
         assert_eq!(s.route(b"//example.com/handler/abs"), Some((&b"/"[..], 0)));
         assert_eq!(s.route(b"*"), None);
         assert_eq!(s.route(b"@chat"), Some((&b"@chat"[..], 0)));
         assert_eq!(s.route(b"<chat"), None);
+    }
+
+    #[test]
+    fn a_path_that_begins_a_route_takes_it() {
+        // Mongrel2's ternary search tree: a path that is a proper prefix of route keys (and no
+        // key itself) follows the first such key inserted to the first key on the way
+        let mut s = settings();
+        assert_eq!(s.route(b"/handler"), Some((&b"/handler/"[..], 0)));
+        assert_eq!(s.route(b"/t"), Some((&b"/tnet/"[..], 1)));
+        assert_eq!(s.route(b"@"), Some((&b"@chat"[..], 0)));
+        assert_eq!(s.route(b""), None);
+        s.routes.insert(
+            0,
+            RouteSpec {
+                pattern: b"/tnet/deep/".to_vec(),
+                handler: 0,
+            },
+        );
+        assert_eq!(s.route(b"/tn"), Some((&b"/tnet/"[..], 1)));
+        assert_eq!(s.route(b"/tnet/d"), Some((&b"/tnet/deep/"[..], 0)));
     }
 
     #[test]
