@@ -375,14 +375,27 @@ impl UploadPolicy {
                 ));
             }
         }
+        let claim = Claimed {
+            path,
+            id,
+            name: name.to_vec(),
+        };
+        // Another connection may have claimed, served and deleted the file between our open
+        // and our claim (then its claim was released): the file must still be there, under
+        // its name, after the claim is ours.
+        let still_there = file.metadata().is_ok_and(|m| m.nlink() == 1)
+            && std::fs::symlink_metadata(&claim.path).is_ok_and(|m| (m.dev(), m.ino()) == id);
+        if !still_there {
+            self.release(&claim);
+            return Err(refused(
+                frame_path,
+                "deleted or replaced while it was claimed (served to another connection)",
+            ));
+        }
         Ok(OpenedUpload {
             file,
             size: meta.len(),
-            claim: Claimed {
-                path,
-                id,
-                name: name.to_vec(),
-            },
+            claim,
         })
     }
 
