@@ -2,7 +2,11 @@
 //! binds a SUB socket (workers connect their `--metrics-endpoint` to it), aggregates the
 //! `pre`/`post` events, shows a live table every interval, forwards per-interval aggregates to
 //! Graphite (plaintext protocol) with `--graphite HOST:PORT`, and prints the figures on exit
-//! (SIGINT/SIGTERM or `--duration`), as JSON with `--json`.
+//! (SIGINT/SIGTERM or `--duration`), as JSON with `--json`. For the tools ops already run,
+//! it also serves a Prometheus text endpoint (`--prometheus ADDR`, see [`prometheus`]) and
+//! sends statsd (`--statsd HOST:PORT`, gunicorn's metric names, see [`statsd`]). Every table
+//! keyed by something a client or publisher chooses (URI, User-Agent, pid) holds at most
+//! `--max-uris` keys (default [`DEFAULT_MAX_URIS`]); later keys count under [`OTHER`].
 //!
 //! Figures (the seed's list): response time per URI (count, p50, p90, p99, max, in
 //! microseconds; the URI without its query string), status distribution, User-Agent share,
@@ -13,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -20,6 +25,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::metrics::Event;
+
+pub mod prometheus;
+pub mod statsd;
 
 /// `wsgid stats` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +62,21 @@ pub struct StatsArgs {
     /// How many URIs the most/least visited lists hold.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+    /// Serve the figures in the Prometheus text format on `http://ADDR/metrics`
+    /// (`127.0.0.1:0` picks a free port; the address bound is printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
+    /// Send statsd metrics (gunicorn's names) over UDP to HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub statsd: Option<String>,
+    /// Metric name prefix for statsd.
+    #[arg(long, value_name = "PREFIX", default_value = "wsgid")]
+    pub statsd_prefix: String,
+    /// Most distinct URIs kept in every per-URI table (live table, JSON, Graphite,
+    /// Prometheus); later ones count under `(other)`. Also bounds the User-Agent and
+    /// per-worker tables.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_URIS)]
+    pub max_uris: usize,
 }
 
 #[derive(Debug)]
@@ -74,8 +97,9 @@ impl Default for UriStats {
 }
 
 /// The running figures of an event stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Aggregates {
+    max_keys: usize,
     pre_events: u64,
     post_events: u64,
     malformed: u64,
@@ -96,12 +120,14 @@ pub fn uri_key(uri: &str) -> &str {
 /// User-Agent key for requests that sent none.
 pub const NO_USER_AGENT: &str = "(none)";
 
-/// Key of the URIs (or User-Agents) seen after [`MAX_KEYS`] distinct ones: the figures of a
-/// client sending endless distinct paths or agents stay bounded.
+/// Key of the URIs (or User-Agents) seen after `--max-uris` distinct ones: the figures of a
+/// client sending endless distinct paths or agents stay bounded. It cannot clash with a
+/// request path, which starts with `/`.
 pub const OTHER: &str = "(other)";
 
-/// Most distinct URIs (and, apart, User-Agents) kept; later ones count under [`OTHER`].
-pub const MAX_KEYS: usize = 1000;
+/// Default of `--max-uris`: most distinct URIs (and, apart, User-Agents and pids) kept in
+/// each table; later ones count under [`OTHER`].
+pub const DEFAULT_MAX_URIS: usize = 1000;
 
 /// Response times are recorded up to one hour (longer ones count as one hour).
 pub const MAX_RECORDED_US: u64 = 3_600_000_000;
@@ -115,7 +141,30 @@ pub fn printable(text: &str) -> String {
     crate::access_log::escaped(text.as_bytes()).replace("\\x22", "\"")
 }
 
+impl Default for Aggregates {
+    fn default() -> Self {
+        Aggregates::new(DEFAULT_MAX_URIS)
+    }
+}
+
 impl Aggregates {
+    /// Empty figures keeping at most `max_keys` URIs, User-Agents and pids (at least one).
+    pub fn new(max_keys: usize) -> Self {
+        Aggregates {
+            max_keys: max_keys.max(1),
+            pre_events: 0,
+            post_events: 0,
+            malformed: 0,
+            uris: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            user_agents: BTreeMap::new(),
+            content_length_sum: 0,
+            content_length_count: 0,
+            response_bytes_sum: 0,
+            dropped_by_pid: HashMap::new(),
+        }
+    }
+
     /// Count one frame (malformed frames are counted as such).
     pub fn add_frame(&mut self, frame: &[u8]) {
         match Event::parse(frame) {
@@ -134,7 +183,7 @@ impl Aggregates {
             } => {
                 self.pre_events += 1;
                 let mut ua = user_agent.as_deref().unwrap_or(NO_USER_AGENT);
-                if !self.user_agents.contains_key(ua) && self.user_agents.len() >= MAX_KEYS {
+                if !self.user_agents.contains_key(ua) && self.user_agents.len() >= self.max_keys {
                     ua = OTHER;
                 }
                 match self.user_agents.get_mut(ua) {
@@ -160,7 +209,7 @@ impl Aggregates {
             } => {
                 self.post_events += 1;
                 let mut key = uri_key(uri);
-                if !self.uris.contains_key(key) && self.uris.len() >= MAX_KEYS {
+                if !self.uris.contains_key(key) && self.uris.len() >= self.max_keys {
                     key = OTHER;
                 }
                 let stats = match self.uris.get_mut(key) {
@@ -180,7 +229,7 @@ impl Aggregates {
                 // A worker's count only grows: keep its largest. Bounded like the URIs (a
                 // publisher can claim any pid); past the bound, pids share one entry.
                 let key = if self.dropped_by_pid.contains_key(pid)
-                    || self.dropped_by_pid.len() < MAX_KEYS
+                    || self.dropped_by_pid.len() < self.max_keys
                 {
                     *pid
                 } else {
@@ -488,6 +537,52 @@ impl Graphite {
     }
 }
 
+/// Where the frames of one poll go: every figure is computed from one parse of each frame.
+struct Sinks<'a> {
+    total: &'a mut Aggregates,
+    window: Option<&'a mut Aggregates>,
+    prom: Option<&'a Mutex<prometheus::PromState>>,
+    statsd: Option<&'a mut statsd::StatsdLines>,
+}
+
+impl Sinks<'_> {
+    /// Takes in every frame already received (the Prometheus lock is taken once per batch,
+    /// and only when a frame came).
+    fn drain(&mut self, sub: &zmq::Socket, msg: &mut zmq::Message) {
+        let mut prom = None;
+        while sub.recv(msg, zmq::DONTWAIT).is_ok() {
+            if prom.is_none()
+                && let Some(m) = self.prom
+            {
+                prom = Some(m.lock().unwrap_or_else(|p| p.into_inner()));
+            }
+            match Event::parse(msg) {
+                Ok(ev) => {
+                    self.total.add(&ev);
+                    if let Some(w) = self.window.as_deref_mut() {
+                        w.add(&ev);
+                    }
+                    if let Some(p) = prom.as_mut() {
+                        p.add(&ev);
+                    }
+                    if let Some(s) = self.statsd.as_deref_mut() {
+                        s.add(&ev);
+                    }
+                }
+                Err(_) => {
+                    self.total.malformed += 1;
+                    if let Some(w) = self.window.as_deref_mut() {
+                        w.malformed += 1;
+                    }
+                    if let Some(p) = prom.as_mut() {
+                        p.add_malformed();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Runs `wsgid stats` until SIGINT/SIGTERM or `--duration`.
 pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -495,7 +590,33 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         "--interval must be a positive number of seconds, got {}",
         args.interval
     );
+    anyhow::ensure!(
+        args.max_uris > 0,
+        "--max-uris must be at least 1, got {}",
+        args.max_uris
+    );
     install_signal_handlers();
+    let prom = match &args.prometheus {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("--prometheus: binding {addr}"))?;
+            let bound = listener.local_addr()?;
+            let state = Arc::new(Mutex::new(prometheus::PromState::new(args.max_uris)));
+            prometheus::serve(listener, Arc::clone(&state))
+                .context("starting the Prometheus endpoint")?;
+            eprintln!("wsgid stats: prometheus on http://{bound}/metrics");
+            Some(state)
+        }
+        None => None,
+    };
+    let mut statsd = match &args.statsd {
+        Some(addr) => {
+            let s = statsd::Statsd::new(addr, &args.statsd_prefix, args.max_uris)?;
+            eprintln!("wsgid stats: statsd to {addr}");
+            Some(s)
+        }
+        None => None,
+    };
     let ctx = zmq::Context::new();
     let sub = ctx.socket(zmq::SUB).context("creating the SUB socket")?;
     sub.set_subscribe(b"")?;
@@ -528,8 +649,8 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     });
     let live = !args.json;
     let tty = std::io::stdout().is_terminal();
-    let mut total = Aggregates::default();
-    let mut window = Aggregates::default();
+    let mut total = Aggregates::new(args.max_uris);
+    let mut window = Aggregates::new(args.max_uris);
     let mut next_tick = Instant::now() + interval;
     let mut msg = zmq::Message::new();
     loop {
@@ -553,7 +674,11 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             if let Some(g) = graphite.as_mut() {
                 g.send(&window.report(args.top));
             }
-            window = Aggregates::default();
+            if let Some(s) = statsd.as_mut() {
+                s.lines.end_interval();
+                s.flush();
+            }
+            window = Aggregates::new(args.max_uris);
         }
         let wait = next_tick
             .saturating_duration_since(Instant::now())
@@ -563,20 +688,31 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(e).context("waiting for events"),
         }
-        while sub.recv(&mut msg, zmq::DONTWAIT).is_ok() {
-            total.add_frame(&msg);
-            if graphite.is_some() {
-                window.add_frame(&msg);
-            }
+        let mut sinks = Sinks {
+            total: &mut total,
+            window: graphite.is_some().then_some(&mut window),
+            prom: prom.as_deref(),
+            statsd: statsd.as_mut().map(|s| &mut s.lines),
+        };
+        sinks.drain(&sub, &mut msg);
+        if let Some(s) = statsd.as_mut() {
+            s.flush();
         }
     }
     // Take in what already arrived before reporting.
-    while sub.recv(&mut msg, zmq::DONTWAIT).is_ok() {
-        total.add_frame(&msg);
-        window.add_frame(&msg);
+    Sinks {
+        total: &mut total,
+        window: Some(&mut window),
+        prom: prom.as_deref(),
+        statsd: statsd.as_mut().map(|s| &mut s.lines),
     }
+    .drain(&sub, &mut msg);
     if let Some(g) = graphite.as_mut() {
         g.send(&window.report(args.top));
+    }
+    if let Some(s) = statsd.as_mut() {
+        s.lines.end_interval();
+        s.flush();
     }
     let report = total.report(args.top);
     if args.json {
@@ -707,7 +843,7 @@ mod tests {
     #[test]
     fn distinct_uris_and_agents_are_bounded() {
         let mut agg = Aggregates::default();
-        for i in 0..(MAX_KEYS + 50) {
+        for i in 0..(DEFAULT_MAX_URIS + 50) {
             agg.add(&post(&format!("/p{i}"), 200, 5, 1, 0));
             let ua = format!("agent {i}");
             agg.add(&pre(Some(&ua), None));
@@ -725,11 +861,35 @@ mod tests {
                 dropped: 1,
             });
         }
-        assert!(agg.dropped_by_pid.len() <= MAX_KEYS + 1);
+        assert!(agg.dropped_by_pid.len() <= DEFAULT_MAX_URIS + 1);
         let r = agg.report(5);
-        assert_eq!(r.response_time_us.len(), MAX_KEYS + 1);
+        assert_eq!(r.response_time_us.len(), DEFAULT_MAX_URIS + 1);
         assert_eq!(r.response_time_us[OTHER].count, 50);
-        assert_eq!(r.user_agents.len(), MAX_KEYS + 1);
+        assert_eq!(r.user_agents.len(), DEFAULT_MAX_URIS + 1);
+    }
+
+    #[test]
+    fn max_uris_bounds_every_table() {
+        let mut agg = Aggregates::new(3);
+        for i in 0..10u32 {
+            agg.add(&Event::Post {
+                pid: i,
+                seq: 1,
+                conn_id: 1,
+                ts_us: 10,
+                start_us: 5,
+                uri: format!("/p{i}"),
+                status: 200,
+                bytes: 1,
+                dropped: 1,
+            });
+            agg.add(&pre(Some(&format!("agent {i}")), None));
+        }
+        let r = agg.report(5);
+        assert_eq!(r.response_time_us.len(), 4);
+        assert_eq!(r.response_time_us[OTHER].count, 7);
+        assert_eq!(r.user_agents.len(), 4);
+        assert!(agg.dropped_by_pid.len() <= 4);
     }
 
     #[test]
