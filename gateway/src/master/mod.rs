@@ -13,6 +13,7 @@
 //! deadline only when one is pending (backoff, stop, timeout checks): no busy polling.
 
 pub mod backoff;
+pub mod notify;
 pub mod process;
 pub mod signals;
 pub mod stuck;
@@ -65,9 +66,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.chroot,
     )?;
 
+    // Under systemd (NOTIFY_SOCKET set) the master stays in the foreground and reports to it.
+    let sd = notify::Notifier::from_env()?;
+    let foreground = settings.no_daemon || notify::under_systemd();
+
     // One master per folder: the lock is taken before daemonizing, so a second start fails
     // on the terminal; the daemon inherits it (close-on-exec: workers never hold it).
-    if !settings.no_daemon {
+    if !foreground {
         folder
             .ensure_runtime_dirs()
             .with_context(|| format!("creating logs/ and pid/ in {}", folder.root().display()))?;
@@ -78,7 +83,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let (notifier, log_spec) = if settings.no_daemon {
+    let (notifier, log_spec) = if foreground {
         // In the foreground the folder is written to only when it was set up by `wsgid init`.
         let file = folder
             .log_file()
@@ -126,6 +131,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut master = Master::new(args, settings, folder, log_spec, worker_privileges)?;
     master.lock = lock;
+    master.sd = sd;
     let code = master.run(notifier);
     std::process::exit(code);
 }
@@ -302,6 +308,10 @@ pub struct Master {
     lock: Option<MasterLock>,
     /// Tells a daemon's launcher how the start went.
     notifier: DaemonNotifier,
+    /// Tells systemd (when it started us) how things go.
+    sd: notify::Notifier,
+    /// A SIGHUP's `RELOADING=1` awaits its `READY=1` (sent when the rolling restart ends).
+    reloading: bool,
     /// Some worker has loaded the app: from then on load failures back off instead of ending
     /// the master.
     ever_loaded: bool,
@@ -336,6 +346,8 @@ impl Master {
             pid_files,
             lock: None,
             notifier: DaemonNotifier::none(),
+            sd: notify::Notifier::none(),
+            reloading: false,
             ever_loaded: false,
             exit_code: 0,
         };
@@ -395,6 +407,10 @@ impl Master {
                     self.kill_torn_slots();
                     self.kill_overdue_retirees();
                     self.advance_rolling();
+                    if self.reloading && self.rolling.is_none() {
+                        self.reloading = false;
+                        self.sd.ready("serving, rolling restart over");
+                    }
                     self.maintain();
                     if self.target == 0 && self.workers.is_empty() {
                         info!("no worker left and --no-keep-alive: exiting");
@@ -437,6 +453,9 @@ impl Master {
             if w.loaded && !self.ever_loaded {
                 self.ever_loaded = true;
                 self.notifier.started();
+            }
+            if w.ready && !self.sd.was_ready() {
+                self.sd.ready(&format!("serving, worker pid={pid} ready"));
             }
             if w.ready && !w.marked_ready {
                 w.marked_ready = true;
@@ -518,6 +537,9 @@ impl Master {
         if let Some(t) = self.next_spawn_at {
             consider(t);
         }
+        if let Some(t) = self.sd.next_ping() {
+            consider(t);
+        }
         match self.phase {
             Phase::Stopping {
                 deadline: d,
@@ -568,6 +590,7 @@ impl Master {
                 .filter_map(|w| w.ready_pipe.as_ref().map(|p| p.as_raw_fd())),
         );
         let readable = signals::poll_readable(&fds, timeout_ms);
+        self.ping_watchdog();
         for (&pid, w) in self.workers.iter_mut() {
             let Some(p) = &w.ready_pipe else { continue };
             if !readable.contains(&p.as_raw_fd()) {
@@ -585,6 +608,14 @@ impl Master {
         }
     }
 
+    /// `WATCHDOG=1` when due, only while the master is healthy: its loop turns (this runs from
+    /// it) and it has not given up. A master that failed lets systemd's watchdog fire.
+    fn ping_watchdog(&mut self) {
+        if self.exit_code == 0 {
+            self.sd.ping_if_due(Instant::now());
+        }
+    }
+
     fn on_signal(&mut self, sig: libc::c_int) {
         match sig {
             libc::SIGCHLD => {}
@@ -592,6 +623,10 @@ impl Master {
             libc::SIGQUIT => self.begin_stop(sig, true),
             libc::SIGHUP => {
                 info!("SIGHUP: re-reading the configuration and restarting workers one at a time");
+                if let Phase::Serving = self.phase {
+                    self.sd.reloading();
+                    self.reloading = true;
+                }
                 self.reload();
                 self.begin_rolling();
             }
@@ -628,6 +663,9 @@ impl Master {
             return;
         }
         self.rolling = None;
+        if !matches!(self.phase, Phase::Stopping { .. }) {
+            self.sd.stopping();
+        }
         if immediate {
             info!(
                 "{name}: stopping now, killing {} worker(s)",
