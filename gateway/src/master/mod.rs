@@ -83,6 +83,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
+    let daemon_log = (!foreground).then(|| folder.log_file());
     let (notifier, log_spec) = if foreground {
         // In the foreground the folder is written to only when it was set up by `wsgid init`.
         let file = folder
@@ -132,6 +133,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut master = Master::new(args, settings, folder, log_spec, worker_privileges)?;
     master.lock = lock;
     master.sd = sd;
+    master.daemon_log = daemon_log;
     let code = master.run(notifier);
     std::process::exit(code);
 }
@@ -310,6 +312,8 @@ pub struct Master {
     notifier: DaemonNotifier,
     /// Tells systemd (when it started us) how things go.
     sd: notify::Notifier,
+    /// A daemon's log file (its stdout/stderr), reopened on SIGUSR1.
+    daemon_log: Option<std::path::PathBuf>,
     /// A SIGHUP's `RELOADING=1` awaits its `READY=1` (sent when the rolling restart ends).
     reloading: bool,
     /// Some worker has loaded the app: from then on load failures back off instead of ending
@@ -348,6 +352,7 @@ impl Master {
             notifier: DaemonNotifier::none(),
             sd: notify::Notifier::none(),
             reloading: false,
+            daemon_log: None,
             ever_loaded: false,
             exit_code: 0,
         };
@@ -608,6 +613,20 @@ impl Master {
         }
     }
 
+    /// SIGUSR1: reopens the log files by name (logrotate without `copytruncate`): the
+    /// master's own, a daemon's stdout/stderr, and so the files of workers started from now.
+    fn reopen_logs(&mut self) {
+        if let Some(path) = &self.daemon_log
+            && let Err(e) = logging::reopen_stdio(path)
+        {
+            error!("SIGUSR1: cannot reopen {}: {e}", path.display());
+        }
+        match logging::reopen() {
+            Ok(()) => info!("SIGUSR1: log files reopened"),
+            Err(e) => error!("SIGUSR1: {e}"),
+        }
+    }
+
     /// `WATCHDOG=1` when due, only while the master is healthy: its loop turns (this runs from
     /// it) and it has not given up. A master that failed lets systemd's watchdog fire.
     fn ping_watchdog(&mut self) {
@@ -644,9 +663,7 @@ impl Master {
                 }
                 info!("SIGTTOU: {} worker(s) now", self.target);
             }
-            libc::SIGUSR1 => info!(
-                "SIGUSR1: log files are not reopened (they are appended to: rotate with copytruncate)"
-            ),
+            libc::SIGUSR1 => self.reopen_logs(),
             other => debug!("signal {other} ignored"),
         }
     }
