@@ -6,7 +6,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -94,7 +94,8 @@ where
 
 #[derive(Debug)]
 enum Sink {
-    File(File),
+    /// A log file, reopened by [`reopen`] (logrotate without `copytruncate`).
+    File(Mutex<File>, PathBuf),
     Stdout,
     Stderr,
 }
@@ -124,7 +125,10 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         for s in self.sinks.iter() {
             let _ = match s {
-                Sink::File(f) => (&*f).write_all(&self.buf),
+                Sink::File(f, _) => match f.lock() {
+                    Ok(f) => (&*f).write_all(&self.buf),
+                    Err(_) => Ok(()),
+                },
                 Sink::Stdout => io::stdout().lock().write_all(&self.buf),
                 Sink::Stderr => io::stderr().lock().write_all(&self.buf),
             };
@@ -142,14 +146,53 @@ impl<'a> MakeWriter<'a> for Sinks {
     }
 }
 
+/// The installed sinks, for [`reopen`].
+static SINKS: OnceLock<Arc<Vec<Sink>>> = OnceLock::new();
+
+fn open_append(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Reopens the log files by name (after logrotate renamed them): later lines go to the new
+/// files. A file that cannot be opened keeps the old one and is reported in the error.
+pub fn reopen() -> io::Result<()> {
+    let Some(sinks) = SINKS.get() else {
+        return Ok(());
+    };
+    for s in sinks.iter() {
+        if let Sink::File(f, path) = s {
+            let new = open_append(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("reopening {}: {e}", path.display()))
+            })?;
+            if let Ok(mut f) = f.lock() {
+                *f = new;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reopens `path` onto stdout and stderr (a daemon's log file, which its stdout/stderr are).
+pub fn reopen_stdio(path: &std::path::Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = open_append(path)?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 of our fresh fd onto a standard fd.
+        if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Installs the global subscriber. A log file that cannot be opened is reported on stderr and
 /// logging continues on stderr.
 pub fn init(spec: &LogSpec) {
     let mut sinks = Vec::new();
     let mut stderr = spec.stderr;
     if let Some(path) = &spec.file {
-        match OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => sinks.push(Sink::File(f)),
+        match open_append(path) {
+            Ok(f) => sinks.push(Sink::File(Mutex::new(f), path.clone())),
             Err(e) => {
                 eprintln!("wsgid: cannot open the log file {}: {e}", path.display());
                 stderr = true;
@@ -167,9 +210,11 @@ pub fn init(spec: &LogSpec) {
     } else {
         tracing::level_filters::LevelFilter::INFO
     };
+    let sinks = Arc::new(sinks);
+    let _ = SINKS.set(sinks.clone());
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(Sinks(Arc::new(sinks)))
+        .with_writer(Sinks(sinks))
         .event_format(WsgidFormat { name: "wsgid" })
         .try_init();
 }

@@ -13,6 +13,7 @@
 //! deadline only when one is pending (backoff, stop, timeout checks): no busy polling.
 
 pub mod backoff;
+pub mod notify;
 pub mod process;
 pub mod rescue;
 pub mod signals;
@@ -66,9 +67,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.chroot,
     )?;
 
+    // Under systemd (NOTIFY_SOCKET set) the master stays in the foreground and reports to it.
+    let sd = notify::Notifier::from_env()?;
+    let foreground = settings.no_daemon || notify::under_systemd();
+
     // One master per folder: the lock is taken before daemonizing, so a second start fails
     // on the terminal; the daemon inherits it (close-on-exec: workers never hold it).
-    if !settings.no_daemon {
+    if !foreground {
         folder
             .ensure_runtime_dirs()
             .with_context(|| format!("creating logs/ and pid/ in {}", folder.root().display()))?;
@@ -79,7 +84,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let (notifier, log_spec) = if settings.no_daemon {
+    let daemon_log = (!foreground).then(|| folder.log_file());
+    let (notifier, log_spec) = if foreground {
         // In the foreground the folder is written to only when it was set up by `wsgid init`.
         let file = folder
             .log_file()
@@ -127,6 +133,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut master = Master::new(args, settings, folder, log_spec, worker_privileges)?;
     master.lock = lock;
+    master.sd = sd;
+    master.daemon_log = daemon_log;
     let code = master.run(notifier);
     std::process::exit(code);
 }
@@ -255,6 +263,12 @@ pub struct Master {
     lock: Option<MasterLock>,
     /// Tells a daemon's launcher how the start went.
     notifier: DaemonNotifier,
+    /// Tells systemd (when it started us) how things go.
+    sd: notify::Notifier,
+    /// A daemon's log file (its stdout/stderr), reopened on SIGUSR1.
+    daemon_log: Option<std::path::PathBuf>,
+    /// A SIGHUP's `RELOADING=1` awaits its `READY=1` (sent when the rolling restart ends).
+    reloading: bool,
     /// Some worker has loaded the app: from then on load failures back off instead of ending
     /// the master.
     ever_loaded: bool,
@@ -292,6 +306,9 @@ impl Master {
             pid_files,
             lock: None,
             notifier: DaemonNotifier::none(),
+            sd: notify::Notifier::none(),
+            reloading: false,
+            daemon_log: None,
             ever_loaded: false,
             exit_code: 0,
             disconnects: match crate::worker::disconnects::Disconnects::create_fd() {
@@ -362,6 +379,10 @@ impl Master {
                     self.kill_torn_slots();
                     self.kill_overdue_retirees();
                     self.advance_rolling();
+                    if self.reloading && self.rolling.is_none() {
+                        self.reloading = false;
+                        self.sd.ready("serving, rolling restart over");
+                    }
                     self.maintain();
                     if self.target == 0 && self.workers.is_empty() {
                         info!("no worker left and --no-keep-alive: exiting");
@@ -404,6 +425,9 @@ impl Master {
             if w.loaded && !self.ever_loaded {
                 self.ever_loaded = true;
                 self.notifier.started();
+            }
+            if w.ready && !self.sd.was_ready() {
+                self.sd.ready(&format!("serving, worker pid={pid} ready"));
             }
             if w.ready && !w.marked_ready {
                 w.marked_ready = true;
@@ -485,6 +509,9 @@ impl Master {
         if let Some(t) = self.next_spawn_at {
             consider(t);
         }
+        if let Some(t) = self.sd.next_ping() {
+            consider(t);
+        }
         match self.phase {
             Phase::Stopping {
                 deadline: d,
@@ -535,6 +562,7 @@ impl Master {
                 .filter_map(|w| w.ready_pipe.as_ref().map(|p| p.as_raw_fd())),
         );
         let readable = signals::poll_readable(&fds, timeout_ms);
+        self.ping_watchdog();
         for (&pid, w) in self.workers.iter_mut() {
             let Some(p) = &w.ready_pipe else { continue };
             if !readable.contains(&p.as_raw_fd()) {
@@ -552,6 +580,28 @@ impl Master {
         }
     }
 
+    /// SIGUSR1: reopens the log files by name (logrotate without `copytruncate`): the
+    /// master's own, a daemon's stdout/stderr, and so the files of workers started from now.
+    fn reopen_logs(&mut self) {
+        if let Some(path) = &self.daemon_log
+            && let Err(e) = logging::reopen_stdio(path)
+        {
+            error!("SIGUSR1: cannot reopen {}: {e}", path.display());
+        }
+        match logging::reopen() {
+            Ok(()) => info!("SIGUSR1: log files reopened"),
+            Err(e) => error!("SIGUSR1: {e}"),
+        }
+    }
+
+    /// `WATCHDOG=1` when due, only while the master is healthy: its loop turns (this runs from
+    /// it) and it has not given up. A master that failed lets systemd's watchdog fire.
+    fn ping_watchdog(&mut self) {
+        if self.exit_code == 0 {
+            self.sd.ping_if_due(Instant::now());
+        }
+    }
+
     fn on_signal(&mut self, sig: libc::c_int) {
         match sig {
             libc::SIGCHLD => {}
@@ -559,6 +609,10 @@ impl Master {
             libc::SIGQUIT => self.begin_stop(sig, true),
             libc::SIGHUP => {
                 info!("SIGHUP: re-reading the configuration and restarting workers one at a time");
+                if let Phase::Serving = self.phase {
+                    self.sd.reloading();
+                    self.reloading = true;
+                }
                 self.reload();
                 self.begin_rolling();
             }
@@ -576,9 +630,7 @@ impl Master {
                 }
                 info!("SIGTTOU: {} worker(s) now", self.target);
             }
-            libc::SIGUSR1 => info!(
-                "SIGUSR1: log files are not reopened (they are appended to: rotate with copytruncate)"
-            ),
+            libc::SIGUSR1 => self.reopen_logs(),
             other => debug!("signal {other} ignored"),
         }
     }
@@ -595,6 +647,9 @@ impl Master {
             return;
         }
         self.rolling = None;
+        if !matches!(self.phase, Phase::Stopping { .. }) {
+            self.sd.stopping();
+        }
         if immediate {
             info!(
                 "{name}: stopping now, killing {} worker(s)",

@@ -317,6 +317,10 @@ pub fn spawn_worker(spec: &SpawnSpec<'_>) -> io::Result<u32> {
         )
         .env(SCOREBOARD_FD_ENV, spec.scoreboard_fd.to_string())
         .env(READY_FD_ENV, spec.ready_fd.to_string());
+    // systemd's variables are the master's: a worker that notified would confuse systemd.
+    for k in super::notify::SYSTEMD_ENV {
+        cmd.env_remove(k);
+    }
     if let Some(p) = spec.privileges {
         cmd.env(
             PRIVILEGES_ENV,

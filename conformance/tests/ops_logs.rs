@@ -1,0 +1,72 @@
+//! Log rotation without `copytruncate`: logrotate renames `logs/wsgid.log`, SIGUSR1 to the
+//! master makes it reopen the file by name, and the workers a rolling restart (SIGHUP) starts
+//! afterwards write to the new file too. A real foreground master and real workers.
+
+use std::time::Duration;
+
+use conformance::lifecycle::{AppDir, Master, Mongrel2Sim, SLOW, poll_until, signal};
+
+const APP: &str = "lifecycle_app:application";
+
+#[test]
+fn usr1_reopens_the_log_file_after_a_rename() {
+    let app = AppDir::new(&["lifecycle_app.py"]);
+    let mut sim = Mongrel2Sim::bind();
+    let master = Master::start(&app, &sim, &["--workers", "1", "--wsgi-app", APP]);
+    master.wait_workers(1, SLOW);
+    let r = sim.roundtrip("/", SLOW).expect("first request answered");
+    let old_worker = r.field("pid").expect("pid field");
+
+    let log = app.path().join("logs/wsgid.log");
+    let rotated = app.path().join("logs/wsgid.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate the log");
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(master.pid() as i32, libc::SIGUSR1) }, 0);
+    let master_pid = format!("[pid={}]", master.pid());
+    poll_until(SLOW, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .any(|l| l.contains(&master_pid) && l.contains("SIGUSR1: log files reopened"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no new log file with the master's line; rotated:\n{}\noutput:\n{}",
+            std::fs::read_to_string(&rotated).unwrap_or_default(),
+            master.output()
+        )
+    });
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("log files reopened"),
+        "the master kept writing to the renamed file"
+    );
+
+    // Workers started from now on (here by a rolling restart) log to the new file.
+    signal(master.pid(), "HUP");
+    let new_worker = poll_until(SLOW * 2, || {
+        let r = sim.roundtrip("/", SLOW)?;
+        let pid = r.field("pid")?;
+        (pid != old_worker).then_some(pid)
+    })
+    .expect("a new worker answered after SIGHUP");
+    let worker_tag = format!("[pid={new_worker}]");
+    poll_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains(&worker_tag)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the new worker {new_worker} did not log to the new file:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains(&worker_tag)
+    );
+}
