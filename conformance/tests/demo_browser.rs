@@ -350,7 +350,7 @@ fn submit_in_browser(browser: &mut Browser, demo: &Demo, file: &Path) -> String 
         .expect("Page.navigate");
     browser.wait_for(
         &session,
-        "document.readyState === 'complete' && !!document.getElementById('f')",
+        "document.readyState === 'complete' && !!document.querySelector('input[type=file]')",
         |v| v == &json!(true),
     );
     let root = browser
@@ -376,7 +376,7 @@ fn submit_in_browser(browser: &mut Browser, demo: &Demo, file: &Path) -> String 
         .call(
             s,
             "Runtime.evaluate",
-            json!({"expression": "document.getElementById('send').click()"}),
+            json!({"expression": "document.querySelector('form button').click()"}),
         )
         .expect("clicking the button");
     let text = browser.wait_for(
