@@ -8,11 +8,14 @@ PY=/root/.pyenv/versions/3.11.7/bin/python3
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# System packages: real Mongrel2 for the differential suites, wrk as a load-generator anchor.
+# System packages: real Mongrel2 for the differential suites, iproute2 for the multi-host
+# test bed, Chromium for the demo's browser test.
 need_apt=()
 command -v mongrel2 >/dev/null || need_apt+=(mongrel2-core)
 command -v m2sh >/dev/null || need_apt+=(mongrel2-core)
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+command -v ip >/dev/null || need_apt+=(iproute2)          # network namespaces (hosts suite)
+command -v chromium >/dev/null || need_apt+=(chromium)    # the demo's form in a real browser
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
