@@ -16,7 +16,13 @@ fn kill_9_of_a_busy_worker_answers_each_of_its_requests_with_502() {
     let master = Master::start(
         &app,
         &sim,
-        &["--workers", "2", "--wsgi-app", "lifecycle_app:application"],
+        &[
+            "--workers",
+            "2",
+            "--wsgi-app",
+            "lifecycle_app:application",
+            "--debug",
+        ],
     );
     master.wait_workers(2, SLOW);
     // Both workers connected (PUSH routes only to connected workers).
@@ -28,6 +34,7 @@ fn kill_9_of_a_busy_worker_answers_each_of_its_requests_with_502() {
     .unwrap_or_else(|| panic!("only {pids:?} answered\n{}", master.output()));
     let mut ids = Vec::new();
     let mut markers = Vec::new();
+    let log_before = master.output().len();
     for i in 0..8 {
         let marker = app.path().join(format!("m{i}"));
         ids.push(sim.get(&format!("/slow?secs=2&marker={}", marker.display())));
@@ -42,6 +49,19 @@ fn kill_9_of_a_busy_worker_answers_each_of_its_requests_with_502() {
         (started.len() >= 2).then(|| started[0])
     })
     .expect("two slow requests started");
+    // The 8 requests went round robin, 4 to each worker: kill once the victim's receiving
+    // thread has taken its 4 (what is still in transit is the documented window, not tested).
+    let taken = format!("[pid={victim}] - DEBUG - request of connection");
+    poll_until(SLOW, || {
+        let out = master.output();
+        let n = out[log_before.min(out.len())..]
+            .lines()
+            .filter(|l| l.contains(&taken) && l.contains("(in the ledger: true)"))
+            .filter(|l| l.contains("taken"))
+            .count();
+        (n >= 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the victim took its 4 requests\n{}", master.output()));
     signal(victim, "KILL");
     let killed_at = Instant::now();
     poll_until(SLOW, || (!alive(victim)).then_some(())).expect("the worker died");

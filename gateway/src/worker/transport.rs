@@ -382,7 +382,13 @@ impl ReceivingThread {
             // Recorded before it is handed over: from now on the master can answer it if
             // this process dies.
             let recorded = match (&self.ledger, sender_and_conn(&msg)) {
-                (Some(l), Some((sender, conn_id))) => l.take(fe, sender, conn_id),
+                (Some(l), Some((sender, conn_id))) => {
+                    let taken = l.take(fe, sender, conn_id);
+                    tracing::debug!(
+                        "request of connection {conn_id} taken (in the ledger: {taken})"
+                    );
+                    taken
+                }
                 _ => false,
             };
             let ev = Event::Frame(Inbound {
