@@ -8,10 +8,18 @@ use std::time::{Duration, Instant};
 
 /// Starts fake-mongrel2 in-process from a config in m2sh syntax; the warnings are returned.
 pub fn start_from_config(config: &str) -> (FakeMongrel2, Vec<String>) {
+    try_start_from_config(config).expect("fake-mongrel2 starts")
+}
+
+/// [`start_from_config`], returning the start error (a port taken meanwhile by another test
+/// process, for callers that can pick other ports and try again).
+pub fn try_start_from_config(
+    config: &str,
+) -> Result<(FakeMongrel2, Vec<String>), fake_mongrel2::StartError> {
     let loaded = fake_mongrel2::config::load(config, None)
         .unwrap_or_else(|e| panic!("fake-mongrel2 cannot load the config: {e}"));
-    let m2 = FakeMongrel2::start(loaded.settings).expect("fake-mongrel2 starts");
-    (m2, loaded.warnings)
+    let m2 = FakeMongrel2::start(loaded.settings)?;
+    Ok((m2, loaded.warnings))
 }
 
 /// Starts fake-mongrel2 in-process on ephemeral ports with `settings` tweaks applied to the

@@ -179,9 +179,21 @@ pub fn start_real() -> Target {
 pub fn start_fake() -> Target {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-    let p = ports();
-    let text = config(&p, &dir.path().display().to_string());
-    let (m2, _warnings) = crate::fake::start_from_config(&text);
+    // The ports are free when picked, but a test process running beside this one may bind
+    // one of them before the fake does: pick others and try again.
+    let mut tries = 0;
+    let (p, m2) = loop {
+        let p = ports();
+        let text = config(&p, &dir.path().display().to_string());
+        match crate::fake::try_start_from_config(&text) {
+            Ok((m2, _warnings)) => break (p, m2),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("fake-mongrel2 did not start ({e}); trying other ports");
+            }
+            Err(e) => panic!("fake-mongrel2 starts: {e}"),
+        }
+    };
     warm_up(m2.http_addr());
     Target {
         http: m2.http_addr(),
