@@ -288,12 +288,12 @@ fn init_config_status_restart_stop_against_a_daemon() {
             "after HUP: {now:?} (before {before:?})\n{}",
             app.log()
         );
-        // Keep the stand-in's sockets serviced while new workers connect.
-        if sim.roundtrip("/", SLOW).is_none() {
-            panic!("a request was lost during the reload\n{}", app.log());
-        }
-        std::thread::sleep(STREAM_PACE);
+        // Keep the stand-in's sockets serviced while new workers connect (requests flowing
+        // through a rolling restart are the subject of the tests above, not of this one).
+        sim.pump(STREAM_PACE);
     }
+    let r = sim.roundtrip("/", SLOW).expect("served after the reload");
+    assert_eq!(r.status, 200);
 
     // The access log of an initialised folder is logs/access.log, gunicorn's combined format.
     let access = std::fs::read_to_string(app.path().join("logs/access.log")).unwrap_or_default();
