@@ -1,23 +1,27 @@
 //! fake-mongrel2's streaming de-chunker: never panics, and feeding the body in two pieces
-//! (split where the first byte says) gives the same data, consumed count and outcome as
-//! feeding it whole.
+//! (split where the first byte says, unconsumed bytes fed again) gives the same data,
+//! consumed count and outcome as feeding it whole.
 #![no_main]
 
 use fake_mongrel2::chunked::Dechunker;
 use libfuzzer_sys::fuzz_target;
 
-/// Feeds `pieces` in order; returns (data, bytes consumed, error?, done?).
+/// Feeds `pieces` in order as a server does: bytes the decoder leaves unconsumed (a chunk
+/// that has not fully arrived, which Mongrel2 writes only once it is whole) are fed again,
+/// followed by the next piece. Returns (data, bytes consumed, error?, done?).
 fn run(pieces: &[&[u8]]) -> (Vec<u8>, usize, bool, bool) {
     let mut d = Dechunker::new();
     let mut data = Vec::new();
     let mut consumed = 0;
+    let mut pending: Vec<u8> = Vec::new();
     for piece in pieces {
-        match d.feed(piece, &mut |b| data.extend_from_slice(b)) {
+        pending.extend_from_slice(piece);
+        match d.feed(&pending, &mut |b| data.extend_from_slice(b)) {
             Ok(n) => {
-                assert!(n <= piece.len());
+                assert!(n <= pending.len());
                 consumed += n;
-                if n < piece.len() {
-                    assert!(d.is_done(), "stopped early without being done");
+                pending.drain(..n);
+                if d.is_done() {
                     return (data, consumed, false, true);
                 }
             }
