@@ -45,7 +45,7 @@ note() { echo "$*" >> "$OUT/notes.txt"; log "$*"; }
 stop_all() { cleanup; pids=(); }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  for p in loadgen gateway fake-mongrel2; do
+  for p in loadgen wsgid fake-mongrel2; do
     log "cargo build --release -p $p"
     cargo build --release -q -p "$p" || note "build of $p failed: its benchmarks are skipped"
   done

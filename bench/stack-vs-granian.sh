@@ -13,7 +13,7 @@ ROUNDS=${ROUNDS:-3}
 GRANIAN=${GRANIAN:-/tmp/granian-venv/bin/granian}
 OUT=${OUT:-bench/results/stack-vs-granian-$(date -u +%Y%m%dT%H%M%SZ).txt}
 mkdir -p "$(dirname "$OUT")"
-cargo build --release -q -p fake-mongrel2 -p gateway --bins
+cargo build --release -q -p fake-mongrel2 -p wsgid --bins
 BIN=${CARGO_TARGET_DIR:-target}/release
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 400); do curl -sf "http://127.0.0.1:$1/hello" > /dev/null && return 0; sleep 0.05; done; return 1; }

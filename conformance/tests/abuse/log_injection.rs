@@ -3,7 +3,7 @@
 
 use conformance::gateway::{Gateway, TestRequest, base_config};
 
-const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR gateway::master: forged";
+const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR wsgid::master: forged";
 
 #[test]
 fn a_client_cannot_forge_lines_of_the_gateway_log() {

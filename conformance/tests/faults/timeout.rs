@@ -3,7 +3,7 @@
 //! started (`lifecycle::a_worker_stuck_past_timeout_is_replaced_and_its_client_gets_504`).
 //! The master stops the worker before it reads the slot it acts on, so the answer cannot
 //! land on a request the worker moved on to (the policy is unit-tested in
-//! `gateway::master::stuck`).
+//! `wsgid::master::stuck`).
 
 use std::time::Duration;
 

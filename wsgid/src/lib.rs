@@ -1,0 +1,24 @@
+//! wsgid: a WSGI gateway for Mongrel2.
+//!
+//! The Python-free side: the command line and its one option schema, the master (process
+//! supervision, hot deploy, signals, rescue of a dead worker's requests), where a worker runs
+//! ([`launch`]: the user's CPython with the `_wsgid` extension), app folders, uploads, the
+//! shared-memory pieces master and workers share, HTTP response framing, access log, metrics
+//! and stats. The worker itself is the `wsgid-python` crate.
+
+pub mod access_log;
+pub mod app_folder;
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod environ;
+pub mod launch;
+pub mod logging;
+pub mod master;
+pub mod metrics;
+pub mod response;
+pub mod scoreboard;
+pub mod settings;
+pub mod stats;
+pub mod upload;
+pub mod worker;
