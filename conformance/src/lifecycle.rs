@@ -365,6 +365,15 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Whether `pid` is a wsgid worker (it carries the master's hand-off), not another child of
+/// the master such as the interpreter check it runs at start.
+pub fn is_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+        env.split(|&b| b == 0)
+            .any(|kv| kv.starts_with(b"WSGID_WORKER_CONFIG="))
+    })
+}
+
 /// Sends a signal by name (`TERM`, `KILL`, `HUP`, `QUIT`, `INT`, `TTIN`, `TTOU`) to `pid`.
 pub fn signal(pid: u32, sig: &str) {
     let n = match sig {
@@ -454,7 +463,7 @@ impl Master {
     pub fn workers(&self) -> Vec<u32> {
         let mut w: Vec<u32> = children(self.pid())
             .into_iter()
-            .filter(|&p| alive(p))
+            .filter(|&p| alive(p) && is_worker(p))
             .collect();
         w.sort_unstable();
         w
