@@ -117,12 +117,12 @@ pub enum LaunchError {
     )]
     NoExtension,
     /// The interpreter could not be run.
-    #[error("cannot run the Python interpreter {python}: {source}")]
+    #[error("cannot run the Python interpreter {python}: {error}")]
     Spawn {
         /// The interpreter.
         python: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (said in the message, not chained: the line says it once).
+        error: std::io::Error,
     },
     /// The interpreter is not one wsgid runs on.
     #[error("{python} is {found}: wsgid needs CPython {}.{} or newer", MIN_PYTHON.0, MIN_PYTHON.1)]
@@ -250,6 +250,28 @@ fn last_line(stderr: &[u8]) -> String {
         .to_string()
 }
 
+/// Why `python` could not be started: a dangling link (a virtualenv whose base interpreter
+/// was removed) is named as such, anything else as the system said it.
+fn spawn_error(python: &Path, error: std::io::Error) -> LaunchError {
+    if error.kind() == std::io::ErrorKind::NotFound
+        && let Ok(target) = std::fs::read_link(python)
+        && !python.exists()
+    {
+        return LaunchError::Broken {
+            python: python.to_path_buf(),
+            detail: format!(
+                "a link to {}, which does not exist (a virtualenv whose base interpreter was \
+                 removed or upgraded: make the virtualenv again)",
+                target.display()
+            ),
+        };
+    }
+    LaunchError::Spawn {
+        python: python.to_path_buf(),
+        error,
+    }
+}
+
 /// Runs `python` once: it must be CPython 3.9+, and `extension` must load into it and be this
 /// build. Every refusal is one line naming the interpreter and what was found.
 pub fn probe(python: &Path, extension: &Path) -> Result<Interpreter, LaunchError> {
@@ -259,10 +281,7 @@ pub fn probe(python: &Path, extension: &Path) -> Result<Interpreter, LaunchError
         .arg(extension)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|source| LaunchError::Spawn {
-            python: python.to_path_buf(),
-            source,
-        })?;
+        .map_err(|error| spawn_error(python, error))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let interp = parse_probe(python, &stdout).map_err(|e| match e {
         LaunchError::Broken { python, detail } if !out.status.success() => {
@@ -430,6 +449,33 @@ mod tests {
             choose_python(None, dir.path(), &launch),
             dir.path().join("venv/bin/python")
         );
+    }
+
+    #[test]
+    fn a_broken_virtualenv_is_named_once_with_its_dangling_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("venv/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let python = bin.join("python");
+        std::os::unix::fs::symlink("/nonexistent/python3.12", &python).unwrap();
+        let e = probe(&python, Path::new("/x.so")).unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            chain,
+            format!(
+                "{} is not a working Python interpreter: a link to /nonexistent/python3.12, \
+                 which does not exist (a virtualenv whose base interpreter was removed or \
+                 upgraded: make the virtualenv again)",
+                python.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_spawn_error_is_said_once() {
+        let e = probe(Path::new("/nonexistent/python"), Path::new("/x.so")).unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches("os error 2").count(), 1, "{chain}");
     }
 
     #[test]
