@@ -167,14 +167,16 @@ pub enum LaunchError {
 
 /// The interpreter that runs the app: `--python`, else `venv/` or `.venv/` inside the app
 /// folder, else the one wsgid was installed into, else `$VIRTUAL_ENV/bin/python`, else
-/// `python3` (found on PATH).
+/// `python3` (found on PATH). A venv's `bin/python` counts when its entry is there, even a
+/// dangling link: that venv is the app's, so [`probe`] refuses it rather than another Python
+/// running the app without its packages.
 pub fn choose_python(cfg_python: Option<&Path>, app_path: &Path, launch: &Launch) -> PathBuf {
     if let Some(p) = cfg_python {
         return p.to_path_buf();
     }
     for venv in ["venv", ".venv"] {
         let candidate = app_path.join(venv).join("bin").join("python");
-        if candidate.exists() {
+        if present(&candidate) {
             return candidate;
         }
     }
@@ -183,11 +185,16 @@ pub fn choose_python(cfg_python: Option<&Path>, app_path: &Path, launch: &Launch
     }
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
         let candidate = PathBuf::from(venv).join("bin").join("python");
-        if candidate.exists() {
+        if present(&candidate) {
             return candidate;
         }
     }
     PathBuf::from("python3")
+}
+
+/// The path names an entry (a file, or a link even when dangling).
+fn present(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
 }
 
 /// An interpreter checked by [`probe`].
@@ -476,6 +483,20 @@ mod tests {
         let e = probe(Path::new("/nonexistent/python"), Path::new("/x.so")).unwrap_err();
         let chain = format!("{:#}", anyhow::Error::from(e));
         assert_eq!(chain.matches("os error 2").count(), 1, "{chain}");
+    }
+
+    #[test]
+    fn a_broken_app_venv_is_chosen_so_that_it_is_refused() {
+        // A dangling venv/bin/python is the app's interpreter all the same: passing over it
+        // would run the app on another Python, without its packages.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("venv/bin")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/python3", dir.path().join("venv/bin/python"))
+            .unwrap();
+        assert_eq!(
+            choose_python(None, dir.path(), &Launch::default()),
+            dir.path().join("venv/bin/python")
+        );
     }
 
     #[test]
