@@ -383,3 +383,35 @@ fn a_worker_handed_another_build_exits_4() {
         "{line}"
     );
 }
+
+#[test]
+fn workers_run_on_the_test_virtualenv_when_one_is_active() {
+    // The version matrix (scripts/test.sh) runs the suites with a venv per CPython as
+    // WSGID_TEST_VENV and VIRTUAL_ENV: a worker given no --python must run on it, or the
+    // matrix would test another interpreter than it says.
+    let (Some(test_venv), Some(active)) = (
+        std::env::var_os("WSGID_TEST_VENV"),
+        std::env::var_os("VIRTUAL_ENV"),
+    ) else {
+        eprintln!("skipped: WSGID_TEST_VENV and VIRTUAL_ENV are not both set");
+        return;
+    };
+    let test_venv = PathBuf::from(test_venv).canonicalize().expect("WSGID_TEST_VENV");
+    assert_eq!(
+        PathBuf::from(active).canonicalize().expect("VIRTUAL_ENV"),
+        test_venv,
+        "VIRTUAL_ENV is another venv than WSGID_TEST_VENV"
+    );
+    let mut gw = conformance::gateway::Gateway::app("pyinfo:app");
+    let resp = gw.request(&conformance::gateway::TestRequest::get("/"));
+    let info = resp.json();
+    let prefix = PathBuf::from(info["prefix"].as_str().expect("prefix"));
+    assert_eq!(
+        prefix.canonicalize().expect("prefix exists"),
+        test_venv,
+        "{info}"
+    );
+    let want = describe(&test_venv.join("bin/python")).expect("the test venv's python runs");
+    assert_eq!(info["version"], want.version, "{info}");
+    eprintln!("workers run on CPython {} of {}", want.version, test_venv.display());
+}
