@@ -396,7 +396,9 @@ fn workers_run_on_the_test_virtualenv_when_one_is_active() {
         eprintln!("skipped: WSGID_TEST_VENV and VIRTUAL_ENV are not both set");
         return;
     };
-    let test_venv = PathBuf::from(test_venv).canonicalize().expect("WSGID_TEST_VENV");
+    let test_venv = PathBuf::from(test_venv)
+        .canonicalize()
+        .expect("WSGID_TEST_VENV");
     assert_eq!(
         PathBuf::from(active).canonicalize().expect("VIRTUAL_ENV"),
         test_venv,
@@ -413,5 +415,9 @@ fn workers_run_on_the_test_virtualenv_when_one_is_active() {
     );
     let want = describe(&test_venv.join("bin/python")).expect("the test venv's python runs");
     assert_eq!(info["version"], want.version, "{info}");
-    eprintln!("workers run on CPython {} of {}", want.version, test_venv.display());
+    eprintln!(
+        "workers run on CPython {} of {}",
+        want.version,
+        test_venv.display()
+    );
 }
