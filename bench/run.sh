@@ -29,7 +29,7 @@ TRANSPORTS=${TRANSPORTS:-"fake real zmq"}
 OUT=${OUT:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
 OHA=${OHA:-$(command -v oha || echo /tmp/oha-root/bin/oha)}
 WRK=${WRK:-$(command -v wrk || true)}
-PY=${PY:-$(command -v python3 || echo /root/.pyenv/versions/3.11.7/bin/python3)}
+PY=${PY:-python3}   # any Python 3, for the helper scripts (free ports, wrk pinning, the report)
 mkdir -p "$OUT/runs" "$OUT/logs" "$OUT/apps"
 : > "$OUT/notes.txt"
 
