@@ -161,3 +161,38 @@ pub fn bin_path(name: &str) -> PathBuf {
     );
     path
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(profile_dir: &str) -> Vec<String> {
+        build_command(Path::new(profile_dir))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_build_step_uses_the_test_executables_profile_and_target_dir() {
+        let debug = args("/t/debug");
+        assert_eq!(
+            &debug[..5],
+            ["build", "--profile", "dev", "--target-dir", "/t"]
+        );
+        let release = args("/elsewhere/release");
+        assert_eq!(
+            &release[..5],
+            [
+                "build",
+                "--profile",
+                "release",
+                "--target-dir",
+                "/elsewhere"
+            ]
+        );
+        for p in BUILT_PACKAGES {
+            assert!(debug.windows(2).any(|w| w == ["-p", p]), "{p}: {debug:?}");
+        }
+    }
+}
