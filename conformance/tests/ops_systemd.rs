@@ -178,7 +178,11 @@ fn notifies_ready_reloading_stopping_and_workers_do_not_inherit_notify_socket() 
         .collect();
     for b in &after {
         let pid = b.split_whitespace().next().unwrap();
-        assert!(!old_pids.contains(&pid), "{pid} served before and after");
+        assert!(
+            !old_pids.contains(&pid),
+            "{pid} served before and after\n{}",
+            out()
+        );
         assert!(b.contains("notify=-"), "{b}");
     }
 

@@ -395,7 +395,12 @@ impl Master {
                     self.kill_torn_slots();
                     self.kill_overdue_retirees();
                     self.advance_rolling();
-                    if self.reloading && self.rolling.is_none() {
+                    // The reload is over when no old worker serves any more: the last one
+                    // signalled may still be serving what it took before its hand-off.
+                    if self.reloading
+                        && self.rolling.is_none()
+                        && !self.workers.values().any(|w| w.retiring.is_some())
+                    {
                         self.reloading = false;
                         self.sd.ready("serving, rolling restart over");
                     }
