@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// Stay in the foreground.
     #[arg(long)]
     pub no_daemon: bool,
+    /// Development: restart the workers (rolling) when a .py file of the app folder changes.
+    #[arg(long)]
+    pub reload: bool,
     /// Log to stdout as well as logs/wsgid.log.
     #[arg(long)]
     pub stdout: bool,

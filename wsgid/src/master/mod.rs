@@ -18,6 +18,7 @@ pub mod process;
 pub mod rescue;
 pub mod signals;
 pub mod stuck;
+pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -260,6 +261,8 @@ pub fn timeout_frames(sender: &[u8], conn_id: u64) -> Result<[Vec<u8>; 2], proto
 pub struct Master {
     /// The checked interpreter and the extension every worker loads.
     runtime: Runtime,
+    /// `--reload`: the app folder's sources, watched.
+    watcher: Option<watch::Watcher>,
     args: ServeArgs,
     settings: Settings,
     folder: AppFolder,
@@ -305,7 +308,29 @@ impl Master {
     ) -> anyhow::Result<Master> {
         let signals = SignalPipe::install().context("installing signal handlers")?;
         let pid_files = folder.root().join("pid").is_dir();
+        let watcher = if args.reload {
+            match watch::Watcher::new(&settings.app_path) {
+                Ok(w) => {
+                    info!(
+                        "--reload: watching the .py files of {} ({} folders)",
+                        settings.app_path.display(),
+                        w.folders()
+                    );
+                    Some(w)
+                }
+                Err(e) => {
+                    warn!(
+                        "--reload: cannot watch {}: {e}",
+                        settings.app_path.display()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut m = Master {
+            watcher,
             runtime,
             target: settings.workers,
             args,
@@ -394,6 +419,7 @@ impl Master {
                     self.check_timeouts();
                     self.kill_torn_slots();
                     self.kill_overdue_retirees();
+                    self.check_sources();
                     self.advance_rolling();
                     // The reload is over when no old worker serves any more: the last one
                     // signalled may still be serving what it took before its hand-off.
@@ -533,6 +559,9 @@ impl Master {
         if let Some(t) = self.sd.next_ping() {
             consider(t);
         }
+        if let Some(t) = self.watcher.as_ref().and_then(watch::Watcher::deadline) {
+            consider(t);
+        }
         match self.phase {
             Phase::Stopping {
                 deadline: d,
@@ -582,8 +611,16 @@ impl Master {
                 .values()
                 .filter_map(|w| w.ready_pipe.as_ref().map(|p| p.as_raw_fd())),
         );
+        if let Some(w) = &self.watcher {
+            fds.push(w.fd());
+        }
         let readable = signals::poll_readable(&fds, timeout_ms);
         self.ping_watchdog();
+        if let Some(w) = &mut self.watcher
+            && readable.contains(&w.fd())
+        {
+            w.read(Instant::now());
+        }
         for (&pid, w) in self.workers.iter_mut() {
             let Some(p) = &w.ready_pipe else { continue };
             if !readable.contains(&p.as_raw_fd()) {
@@ -733,6 +770,20 @@ impl Master {
             }
             Err(e) => error!("reload: {e}; keeping the current configuration"),
         }
+    }
+
+    /// `--reload`: a settled change to a source file restarts the workers like SIGHUP.
+    fn check_sources(&mut self) {
+        let now = Instant::now();
+        let Some(changed) = self.watcher.as_mut().and_then(|w| w.due(now)) else {
+            return;
+        };
+        info!(
+            "--reload: {} changed: restarting workers one at a time",
+            changed.display()
+        );
+        self.reload();
+        self.begin_rolling();
     }
 
     fn begin_rolling(&mut self) {
