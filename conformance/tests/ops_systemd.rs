@@ -270,10 +270,12 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     };
     assert!(analyze.status.success());
     // `verify` wants an instance name and an ExecStart that exists: a copy pointing at the
-    // built binary, as an instance unit.
+    // built binary (the unit names the app folder's venv/bin/wsgid), as an instance unit.
     let dir = tempfile::tempdir().expect("temp dir");
     let bin = conformance::bin_path("wsgid");
-    let copy = text.replace("/usr/local/bin/wsgid", bin.to_str().unwrap());
+    let exec = "/srv/wsgid/%i/venv/bin/wsgid";
+    assert!(text.contains(exec), "the unit runs {exec}");
+    let copy = text.replace(exec, bin.to_str().unwrap());
     let path = dir.path().join("wsgid@demo.service");
     std::fs::write(&path, copy).unwrap();
     let out = Command::new("systemd-analyze")
