@@ -3,6 +3,7 @@
 //! Content-Length; anything else streams piece by piece), `close()` always, and the error
 //! answers (500 before any byte; a closed connection after).
 
+use http1::RequestFraming;
 use protocol::Request;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -11,8 +12,9 @@ use pyo3::types::{PyBytes, PyString};
 use crate::filters::{Filters, RequestCtx, RequestInfo};
 use crate::python::environ::{EnvironBuilder, RequestFacts};
 use crate::python::input::{ErrorStream, Input};
-use crate::python::responder::{Responder, Sent, bytes_data};
+use crate::python::response::{WsgiResponse, bytes_data};
 use crate::python::{format_exception, support_module};
+use crate::reply::Sent;
 use crate::transport::Outbox;
 use std::sync::Arc;
 use wsgid::worker::disconnects::{ClientKey, Disconnects};
@@ -40,7 +42,7 @@ pub enum Outcome {
 /// A loaded WSGI app with the per-worker state to serve it.
 pub struct WsgiApp {
     app: Py<PyAny>,
-    responder: Py<Responder>,
+    response: Py<WsgiResponse>,
     builder: EnvironBuilder,
     close_name: Py<PyString>,
     empty_body: Py<PyBytes>,
@@ -81,7 +83,7 @@ impl WsgiApp {
         )?;
         Ok(WsgiApp {
             app,
-            responder: Responder::create(py, outbox)?,
+            response: WsgiResponse::create(py, outbox)?,
             builder,
             close_name: PyString::intern(py, "close").unbind(),
             empty_body: PyBytes::new(py, b"").unbind(),
@@ -101,15 +103,15 @@ impl WsgiApp {
 
     /// Sends the zero-length reply that closes `conn_id` (e.g. to refuse an upload).
     pub fn send_close(&self, py: Python<'_>, sender: &[u8], conn_id: u64) {
-        let mut r = self.responder.borrow_mut(py);
-        r.begin(sender, conn_id, &RequestFacts::default());
+        let mut r = self.response.borrow_mut(py);
+        r.begin(sender, conn_id, RequestFraming::default());
         r.send_close();
     }
 
     /// Closes the reply sockets; their queued replies are flushed when the ZeroMQ context is
     /// terminated (within the sockets' linger).
     pub fn close_socket(&self, py: Python<'_>) {
-        self.responder.borrow_mut(py).outbox().close();
+        self.response.borrow_mut(py).outbox().close();
     }
 
     /// Sends the replies that follow to front end `fe`; `watch` names the client (and the
@@ -120,13 +122,13 @@ impl WsgiApp {
         fe: usize,
         watch: Option<(Arc<Disconnects>, ClientKey, u64)>,
     ) {
-        self.responder.borrow_mut(py).outbox().route(fe, watch);
+        self.response.borrow_mut(py).outbox().route(fe, watch);
     }
 
     /// Sends a complete, gateway-made HTTP response and closes the connection.
     pub fn send_raw_and_close(&self, py: Python<'_>, sender: &[u8], conn_id: u64, payload: &[u8]) {
-        let mut r = self.responder.borrow_mut(py);
-        r.begin(sender, conn_id, &RequestFacts::default());
+        let mut r = self.response.borrow_mut(py);
+        r.begin(sender, conn_id, RequestFraming::default());
         r.send_raw(payload);
         r.send_close();
     }
@@ -160,21 +162,21 @@ impl WsgiApp {
             Ok(v) => v,
             Err(e) => {
                 log_exception(py, "building the environ failed", &e);
-                let mut r = self.responder.borrow_mut(py);
-                r.begin(req.sender, req.conn_id, &RequestFacts::default());
+                let mut r = self.response.borrow_mut(py);
+                r.begin(req.sender, req.conn_id, RequestFraming::default());
                 r.fail();
                 return (Outcome::AppError, r.sent(), RequestFacts::default());
             }
         };
-        self.responder
+        self.response
             .borrow_mut(py)
-            .begin(req.sender, req.conn_id, &facts);
-        let start_response = match Responder::start_response(&self.responder, py) {
+            .begin(req.sender, req.conn_id, facts.framing());
+        let start_response = match WsgiResponse::start_response(&self.response, py) {
             Ok(s) => s,
             Err(e) => {
                 log_exception(py, "creating start_response failed", &e);
-                self.responder.borrow_mut(py).fail();
-                return (Outcome::AppError, self.responder.borrow(py).sent(), facts);
+                self.response.borrow_mut(py).fail();
+                return (Outcome::AppError, self.response.borrow(py).sent(), facts);
             }
         };
         let flat;
@@ -206,7 +208,7 @@ impl WsgiApp {
                 if let Some(ctx) = &fctx {
                     self.filters.exception(py, ctx, &e);
                 }
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 Outcome::AppError
             }
             Ok(iterable) => match fctx.as_ref().filter(|_| self.filters.has_post()) {
@@ -219,7 +221,7 @@ impl WsgiApp {
             },
         };
         let sent = {
-            let mut r = self.responder.borrow_mut(py);
+            let mut r = self.response.borrow_mut(py);
             r.end_request();
             r.sent()
         };
@@ -242,25 +244,25 @@ impl WsgiApp {
         client_gone: &mut dyn FnMut() -> bool,
     ) -> Outcome {
         let mut body = iterable.clone();
-        if !self.responder.borrow(py).started() {
+        if !self.response.borrow(py).started() {
             let mut iter = match iterable.try_iter() {
                 Ok(it) => it,
                 Err(e) => {
                     log_exception(py, "the WSGI app returned a non-iterable", &e);
-                    self.responder.borrow_mut(py).fail();
+                    self.response.borrow_mut(py).fail();
                     self.close_iterable(py, iterable);
                     return Outcome::AppError;
                 }
             };
             let mut first = Vec::new();
-            while !self.responder.borrow(py).started() {
+            while !self.response.borrow(py).started() {
                 match iter.next() {
                     None => break,
                     Some(Ok(item)) => first.push(item),
                     Some(Err(e)) => {
                         log_exception(py, "the WSGI app raised", &e);
                         self.filters.exception(py, ctx, &e);
-                        self.responder.borrow_mut(py).fail();
+                        self.response.borrow_mut(py).fail();
                         self.close_iterable(py, iterable);
                         return Outcome::AppError;
                     }
@@ -270,13 +272,13 @@ impl WsgiApp {
                 Ok(b) => body = b,
                 Err(e) => {
                     log_exception(py, "request filters: wrapping the body", &e);
-                    self.responder.borrow_mut(py).fail();
+                    self.response.borrow_mut(py).fail();
                     self.close_iterable(py, iterable);
                     return Outcome::AppError;
                 }
             }
         }
-        let start = self.responder.borrow(py).start_args(py);
+        let start = self.response.borrow(py).start_args(py);
         let Some((status, headers)) = start else {
             // start_response never ran: the usual path answers 500.
             let outcome = self.send_iterable(py, &body, client_gone);
@@ -287,7 +289,7 @@ impl WsgiApp {
             .filters
             .post(py, ctx, status.clone(), headers.clone(), body);
         if !out.status.is(&status) || !out.headers.is(&headers) {
-            self.responder
+            self.response
                 .borrow_mut(py)
                 .restart(&out.status, &out.headers);
         }
@@ -321,7 +323,7 @@ impl WsgiApp {
     }
 
     fn app_problem(&self, py: Python<'_>) -> Option<String> {
-        self.responder.borrow(py).problem()
+        self.response.borrow(py).problem()
     }
 
     fn send_iterable(
@@ -356,11 +358,11 @@ impl WsgiApp {
                 if (0..n).all(|i| bytes_data(item(i)).is_some()) {
                     if let Some(problem) = self.app_problem(py) {
                         tracing::error!("{problem}; answering 500");
-                        self.responder.borrow_mut(py).fail();
+                        self.response.borrow_mut(py).fail();
                         return Outcome::AppError;
                     }
                     let pieces = (0..n).map(|i| bytes_data(item(i)).unwrap_or_default());
-                    let mut r = self.responder.borrow_mut(py);
+                    let mut r = self.response.borrow_mut(py);
                     r.send_whole(pieces);
                     r.finish();
                     return Outcome::Complete;
@@ -380,7 +382,7 @@ impl WsgiApp {
             Ok(it) => it,
             Err(e) => {
                 log_exception(py, "the WSGI app returned a non-iterable", &e);
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 return Outcome::AppError;
             }
         };
@@ -389,7 +391,7 @@ impl WsgiApp {
                 Ok(item) => item,
                 Err(e) => {
                     log_exception(py, "the WSGI app raised while producing its body", &e);
-                    self.responder.borrow_mut(py).fail();
+                    self.response.borrow_mut(py).fail();
                     return Outcome::AppError;
                 }
             };
@@ -402,7 +404,7 @@ impl WsgiApp {
                         .map(|n| n.to_string())
                         .unwrap_or_default()
                 );
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 return Outcome::AppError;
             };
             if data.is_empty() {
@@ -415,11 +417,11 @@ impl WsgiApp {
             }
             if let Some(problem) = self.app_problem(py) {
                 tracing::error!("{problem}; answering 500");
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 return Outcome::AppError;
             }
-            self.responder.borrow_mut(py).send_piece(data);
-            if self.responder.borrow(py).client_left() || client_gone() {
+            self.response.borrow_mut(py).send_piece(data);
+            if self.response.borrow(py).client_left() || client_gone() {
                 // Nothing more is sent: Mongrel2 already forgot the connection (a close frame
                 // would only make it answer with one more disconnect frame).
                 return Outcome::ClientGone;
@@ -427,10 +429,10 @@ impl WsgiApp {
         }
         if let Some(problem) = self.app_problem(py) {
             tracing::error!("{problem}; answering 500");
-            self.responder.borrow_mut(py).fail();
+            self.response.borrow_mut(py).fail();
             return Outcome::AppError;
         }
-        self.responder.borrow_mut(py).finish();
+        self.response.borrow_mut(py).finish();
         Outcome::Complete
     }
 }

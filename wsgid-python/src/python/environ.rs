@@ -260,6 +260,18 @@ pub struct RequestFacts<'a> {
     pub keep_alive_10: bool,
 }
 
+impl RequestFacts<'_> {
+    /// What these facts say about the framing of the response.
+    pub fn framing(&self) -> http1::RequestFraming {
+        http1::RequestFraming {
+            http11: self.http11,
+            head: self.head,
+            client_close: self.client_close,
+            keep_alive_10: self.keep_alive_10,
+        }
+    }
+}
+
 /// Per-worker state that turns requests into environ dicts.
 pub struct EnvironBuilder {
     base: Py<PyDict>,
@@ -317,7 +329,7 @@ impl EnvironBuilder {
         default_port: u16,
     ) -> PyResult<Self> {
         let base = presized_dict(py, ENVIRON_ROOM)?;
-        base.set_item("SERVER_SOFTWARE", wsgid::response::SERVER)?;
+        base.set_item("SERVER_SOFTWARE", wsgid::environ::SERVER_SOFTWARE)?;
         base.set_item("GATEWAY_INTERFACE", "CGI/1.1")?;
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         base.set_item("wsgi.errors", errors)?;
