@@ -4,19 +4,19 @@
 //! answers (500 before any byte; a closed connection after).
 
 use http1::RequestFraming;
-use protocol::Request;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::filters::{Filters, RequestCtx, RequestInfo};
-use crate::python::environ::{EnvironBuilder, RequestFacts};
+use crate::filters::{Filters, RequestCtx};
+use crate::python::environ::EnvironBuilder;
 use crate::python::input::{ErrorStream, Input};
 use crate::python::response::{WsgiResponse, bytes_data};
 use crate::python::{format_exception, support_module};
 use crate::reply::Sent;
 use crate::transport::Outbox;
 use std::sync::Arc;
+use wsgid::request::RequestView;
 use wsgid::worker::disconnects::{ClientKey, Disconnects};
 
 /// The body a request brings.
@@ -97,7 +97,7 @@ impl WsgiApp {
     }
 
     /// Whether the filters' upload hooks let an upload-start through.
-    pub fn admit_upload(&self, py: Python<'_>, req: &RequestInfo<'_>) -> bool {
+    pub fn admit_upload(&self, py: Python<'_>, req: &RequestView<'_>) -> bool {
         self.filters.admit_upload(py, req)
     }
 
@@ -135,17 +135,18 @@ impl WsgiApp {
 
     /// Serves one HTTP request. `client_gone()` is asked between streamed pieces whether the
     /// client disconnected meanwhile.
-    pub fn serve<'a>(
+    pub fn serve(
         &mut self,
         py: Python<'_>,
-        req: &'a Request<'a>,
+        view: &RequestView<'_>,
         body: Body<'_>,
         client_gone: &mut dyn FnMut() -> bool,
-    ) -> (Outcome, Sent, RequestFacts<'a>) {
+    ) -> (Outcome, Sent) {
+        let req = view.req;
         let (input, body_len) = match body {
             Body::Inline(b) => {
                 // Never past the Content-Length Mongrel2 used, whatever the frame carries.
-                let len = wsgid::environ::input_length(req.content_length(), b.len() as u64);
+                let len = wsgid::environ::input_length(view.body_length(), b.len() as u64);
                 let b = &b[..len.map_or(0, |n| n as usize)];
                 let bytes = if b.is_empty() {
                     self.empty_body.clone_ref(py)
@@ -157,34 +158,32 @@ impl WsgiApp {
             Body::File(f, n) => (Input::file(f, n), Some(n)),
         };
         let built = Bound::new(py, input)
-            .and_then(|input| self.builder.build(py, req, input.as_any(), body_len));
-        let (environ, facts) = match built {
+            .and_then(|input| self.builder.build(py, view, input.as_any(), body_len));
+        let environ = match built {
             Ok(v) => v,
             Err(e) => {
                 log_exception(py, "building the environ failed", &e);
                 let mut r = self.response.borrow_mut(py);
                 r.begin(req.sender, req.conn_id, RequestFraming::default());
                 r.fail();
-                return (Outcome::AppError, r.sent(), RequestFacts::default());
+                return (Outcome::AppError, r.sent());
             }
         };
         self.response
             .borrow_mut(py)
-            .begin(req.sender, req.conn_id, facts.framing());
+            .begin(req.sender, req.conn_id, view.framing());
         let start_response = match WsgiResponse::start_response(&self.response, py) {
             Ok(s) => s,
             Err(e) => {
                 log_exception(py, "creating start_response failed", &e);
                 self.response.borrow_mut(py).fail();
-                return (Outcome::AppError, self.response.borrow(py).sent(), facts);
+                return (Outcome::AppError, self.response.borrow(py).sent());
             }
         };
-        let flat;
         let fctx = if self.filters.is_empty() {
             None
         } else {
-            flat = crate::filters::flat_headers(req);
-            let ctx = self.filters.begin(py, &RequestInfo::of(req, &flat));
+            let ctx = self.filters.begin(py, view);
             self.filters.pre(py, &ctx, &environ);
             Some(ctx)
         };
@@ -229,7 +228,7 @@ impl WsgiApp {
             self.filters
                 .finish(ctx, sent.status, sent.bytes, sent.finished_us);
         }
-        (outcome, sent, facts)
+        (outcome, sent)
     }
 
     /// Sends the app's response through the post filters: once start_response has run (a
