@@ -61,6 +61,7 @@ pub enum HeadError {
     TwoContentLengths,
 }
 
+/// The bytes as text for an error message (invalid UTF-8 replaced).
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

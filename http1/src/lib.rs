@@ -23,6 +23,8 @@
 //! assert!(text.ends_with("Content-Length: 5\r\n\r\nhello"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod date;
 pub mod framing;
 pub mod head;
