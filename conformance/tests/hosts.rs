@@ -617,6 +617,77 @@ fn real_mongrel2_vanished_gateway_host_loses_requests_only_within_the_heartbeat_
     vanished_gateway_host_bounded_loss_and_return(true);
 }
 
+/// How long the front end's host is cut off in
+/// [`front_end_host_returns_after_a_long_outage`]: long enough for the heartbeat to drop every
+/// connection and for TCP's SYN back-off (1, 3, 7, 15 s...) to leave an untuned reconnect
+/// waiting ~14 s past the restore.
+const FRONT_OUTAGE: Duration = Duration::from_secs(20);
+
+/// The front end's host (A) vanishes for [`FRONT_OUTAGE`] and returns: the gateways on B and C
+/// (which dropped their connections on the heartbeat) reconnect by themselves, promptly.
+/// Counted: of 100 req/s for 8 s sent on A right after the restore (3 s timeout), at most what
+/// 2 s of reconnecting plus 1 s of slack may cost is lost, and both gateway hosts serve.
+fn front_end_host_returns_after_a_long_outage(real: bool) {
+    let Some(tb) = veth_bed(4) else { return };
+    let a = tb.host(0);
+    let dir = app_dir();
+    let stack = FrontAndTwoGateways::start(&tb, dir.path(), real);
+    tb.cut(0).unwrap();
+    // The outage itself (nothing to wait for: its length is the subject).
+    std::thread::sleep(FRONT_OUTAGE);
+    tb.restore(0).unwrap();
+    let (b0, c0) = (
+        served(dir.path(), "B", "/load"),
+        served(dir.path(), "C", "/load"),
+    );
+    let url = format!("http://{}/load", stack.front);
+    let r = loadgen(
+        a,
+        &url,
+        &["--rps", "100", "-d", "8s", "--timeout", "3s", "-c", "400"],
+        dir.path(),
+        "front-returns",
+    );
+    let intended = r["requests"]["intended"].as_u64().unwrap_or(0);
+    let lost = intended.saturating_sub(r["requests"]["completed"].as_u64().unwrap_or(0));
+    let (b, c) = (
+        served(dir.path(), "B", "/load") - b0,
+        served(dir.path(), "C", "/load") - c0,
+    );
+    eprintln!(
+        "front end (real: {real}) back after {FRONT_OUTAGE:?}: lost {lost} of {intended}, served B {b}, C {c}"
+    );
+    for row in r["timeline"].as_array().unwrap() {
+        eprintln!(
+            "t={:>3}s intended {:>4} completed {:>4} failed {:>4}",
+            row["second"], row["intended"], row["completed"], row["failed"]
+        );
+    }
+    assert!(
+        lost <= 300,
+        "{lost} of {intended} requests lost after the front end's host returned: expected at \
+         most 300 (3 s of 100 req/s); {r}"
+    );
+    assert!(
+        b > 0 && c > 0,
+        "not both gateway hosts served again: B {b}, C {c}"
+    );
+}
+
+#[test]
+fn front_end_host_returns_after_a_long_outage_and_the_gateways_reconnect_promptly() {
+    front_end_host_returns_after_a_long_outage(false);
+}
+
+#[test]
+fn real_mongrel2_host_returns_after_a_long_outage_and_the_gateways_reconnect_promptly() {
+    if !conformance::mongrel2::real_available() {
+        eprintln!("skipping: the real Mongrel2 (mongrel2-core) is not installed");
+        return;
+    }
+    front_end_host_returns_after_a_long_outage(true);
+}
+
 /// When gateway host B's link is cut and restored during a loadgen run.
 struct Outage {
     /// Requests per second.
