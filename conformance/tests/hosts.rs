@@ -1068,7 +1068,16 @@ fn real_mongrel2_restart_gateways_reconnect_by_themselves() {
 /// 10): a new client that sent nothing received `C /slow/1`.
 #[test]
 fn front_end_restart_no_stale_reply_reaches_a_new_client() {
-    no_stale_reply_after_front_end_restart(false);
+    no_stale_reply_after_front_end_restart(false, false);
+}
+
+/// The workers serving the old run's requests are killed (-9) after the restart: the masters
+/// must not answer those requests with a 502 either, which would reach the new clients with
+/// the same connection ids. Failed before the worker told its ledger (`forget_front_end`): a
+/// new client received the master's `502 Bad Gateway` for a request it never sent.
+#[test]
+fn front_end_restart_then_dead_workers_no_502_reaches_a_new_client() {
+    no_stale_reply_after_front_end_restart(false, true);
 }
 
 /// The same through the real Mongrel2 (which passes: see docs/scaling.md).
@@ -1078,12 +1087,13 @@ fn real_mongrel2_restart_no_stale_reply_reaches_a_new_client() {
         eprintln!("skipping: the real Mongrel2 (mongrel2-core) is not installed");
         return;
     }
-    no_stale_reply_after_front_end_restart(true);
+    no_stale_reply_after_front_end_restart(true, false);
 }
 
 /// Requests in flight at a front-end restart must not be answered to the new front end's
-/// clients.
-fn no_stale_reply_after_front_end_restart(real: bool) {
+/// clients: neither by the workers serving them nor, when `kill_workers`, by the masters
+/// answering for those workers killed with -9.
+fn no_stale_reply_after_front_end_restart(real: bool, kill_workers: bool) {
     let Some(tb) = veth_bed(4) else { return };
     let (a, d) = (tb.host(0), tb.host(3));
     let dir = app_dir();
@@ -1106,15 +1116,47 @@ fn no_stale_reply_after_front_end_restart(real: bool) {
         let mut held: Vec<TcpStream> = (0..40)
             .map(|_| d.run_in(|| TcpStream::connect(front).expect("connect to the new front end")))
             .collect();
+        if kill_workers {
+            let masters = [stack._gateways.0.child.id(), stack._gateways.1.child.id()];
+            let victims: Vec<u32> = masters
+                .iter()
+                .flat_map(|&m| conformance::lifecycle::children(m))
+                .collect();
+            assert!(victims.len() >= 4, "workers of {masters:?}: {victims:?}");
+            for &v in &victims {
+                conformance::lifecycle::signal(v, "KILL");
+            }
+            // Each master reaps its dead workers, and answers what they held then.
+            let logs = || {
+                ["B", "C"]
+                    .map(|l| {
+                        std::fs::read_to_string(dir.path().join(format!("{l}.log")))
+                            .unwrap_or_default()
+                    })
+                    .join("\n")
+            };
+            assert!(
+                eventually(Duration::from_secs(20), || {
+                    let l = logs();
+                    victims
+                        .iter()
+                        .all(|v| l.contains(&format!("worker pid={v} died")))
+                }),
+                "the masters did not reap {victims:?}:\n{}",
+                logs()
+            );
+        }
         let done = |i: usize| {
             served(dir.path(), "B", &format!("/slow/{i}"))
                 + served(dir.path(), "C", &format!("/slow/{i}"))
                 == 1
         };
-        assert!(
-            eventually(Duration::from_secs(20), || (0..SLOW).all(done)),
-            "the gateways never finished the slow requests"
-        );
+        if !kill_workers {
+            assert!(
+                eventually(Duration::from_secs(20), || (0..SLOW).all(done)),
+                "the gateways never finished the slow requests"
+            );
+        }
         // The gateways dropped those replies, and said so.
         let logs = || {
             ["B", "C"]
@@ -1124,8 +1166,9 @@ fn no_stale_reply_after_front_end_restart(real: bool) {
                 .join("\n")
         };
         assert!(
-            eventually(Duration::from_secs(10), || logs()
-                .contains("restarted while a request of its previous run")),
+            kill_workers
+                || eventually(Duration::from_secs(10), || logs()
+                    .contains("restarted while a request of its previous run")),
             "no gateway said it dropped a stale reply:\n{}",
             logs()
         );

@@ -486,6 +486,9 @@ impl ReceivingThread {
                     return false;
                 }
                 let generation = self.generations.bump(fe);
+                if let Some(l) = &self.ledger {
+                    l.forget_front_end(fe);
+                }
                 tracing::warn!(
                     "the request connection to the front end at {} was lost (it restarted, or \
                      the network failed): replies to requests taken before are dropped \
