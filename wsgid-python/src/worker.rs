@@ -114,11 +114,12 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
     };
     wsgid::scoreboard::report_loaded();
     wsgid::worker::front_ends(&cfg.recv, &cfg.send)?;
-    let mut outbox = Outbox::connect(&ctx, &cfg.send)?;
+    let mut outbox = Outbox::connect(&ctx, &cfg.send, cfg.liveness)?;
     let board = Arc::new(Disconnects::from_env().context("mapping the disconnect board")?);
     let ledger = ledger::Ledger::from_env().map(Arc::new);
     outbox.set_ledger(ledger.clone());
-    let intake = Intake::start(&ctx, &cfg.recv, board.clone(), ledger.clone())?;
+    let intake = Intake::start(&ctx, &cfg.recv, board.clone(), ledger.clone(), cfg.liveness)?;
+    outbox.set_generations(intake.generations());
     let mut app = WsgiApp::new(
         py,
         app,
@@ -230,6 +231,7 @@ impl ServeLoop {
         if let Some(l) = &ledger {
             l.start();
         }
+        self.intake.answering(inbound);
         self.handle_frame(py, inbound);
         if let Some(l) = &ledger {
             l.finish();

@@ -171,6 +171,14 @@ pub struct ServeArgs {
     /// it counts as a load failure (the master exits 3 when no worker ever loaded it).
     #[arg(long, value_name = "SECONDS")]
     pub load_timeout: Option<u64>,
+    /// Seconds between ZMTP heartbeats to each front end (0: off; default 1): a front end or
+    /// gateway host that vanished without a word is noticed within --heartbeat-timeout.
+    #[arg(long, value_name = "SECONDS")]
+    pub heartbeat: Option<f64>,
+    /// Seconds without an answer to a heartbeat before the connection is dropped, by wsgid and
+    /// by the front end (default 3 heartbeats).
+    #[arg(long, value_name = "SECONDS")]
+    pub heartbeat_timeout: Option<f64>,
     /// Run as this user (name or uid); root only.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::cli::{ConfigArgs, ServeArgs, validate_endpoint};
 use crate::config::WorkerConfig;
+use crate::worker::liveness::{Liveness, LivenessError};
 
 /// Name of the configuration file inside the app folder.
 pub const CONFIG_FILE: &str = "wsgid.json";
@@ -133,6 +134,10 @@ pub struct Settings {
     pub upload_temp_store: Option<String>,
     /// `--metrics-endpoint`.
     pub metrics_endpoint: Option<String>,
+    /// `--heartbeat`, seconds.
+    pub heartbeat: Option<f64>,
+    /// `--heartbeat-timeout`, seconds.
+    pub heartbeat_timeout: Option<f64>,
     /// wsgid.json `envs` and `--env`.
     pub envs: Vec<(String, String)>,
 }
@@ -253,6 +258,8 @@ impl Settings {
                 .metrics_endpoint
                 .clone()
                 .or_else(|| file.metrics_endpoint.clone()),
+            heartbeat: args.heartbeat,
+            heartbeat_timeout: args.heartbeat_timeout,
             envs,
             app_path,
         }
@@ -288,7 +295,14 @@ impl Settings {
             );
         }
         crate::worker::front_ends(&self.recv, &self.send).map_err(|e| e.to_string())?;
+        self.liveness().map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// Heartbeats of the sockets connecting to the front ends (`--heartbeat`,
+    /// `--heartbeat-timeout`).
+    pub fn liveness(&self) -> Result<Liveness, LivenessError> {
+        Liveness::from_secs(self.heartbeat, self.heartbeat_timeout)
     }
 
     /// The configuration handed to one worker. `max_requests` already includes its jitter.
@@ -321,6 +335,7 @@ impl Settings {
             envs: self.envs.clone(),
             upload_max_age: self.upload_max_age,
             upload_temp_store: self.upload_temp_store.clone(),
+            liveness: self.liveness().unwrap_or_default(),
             ..WorkerConfig::default()
         }
     }

@@ -369,7 +369,10 @@ impl Master {
     /// Connects the sockets the master answers on (a dead worker's 502s, `--timeout`'s 504s),
     /// one per front end, so an answer goes only to the front end its request came from.
     fn connect_responder(&mut self) {
-        self.rescuer = match rescue::Rescuer::connect(&self.settings.send) {
+        self.rescuer = match rescue::Rescuer::connect(
+            &self.settings.send,
+            self.settings.liveness().unwrap_or_default(),
+        ) {
             Ok(r) => Some(r),
             Err(e) => {
                 error!("cannot connect the sockets that answer for dead or stuck workers: {e}");
