@@ -16,7 +16,7 @@ mkdir -p "$UPLOADS"
 chmod 700 "$UPLOADS"
 
 echo "==> cargo build --release (first time: a few minutes)"
-cargo build --release -q -p wsgid -p fake-mongrel2
+cargo build --release -q -p wsgid -p wsgid-python -p fake-mongrel2
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
