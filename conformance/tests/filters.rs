@@ -371,7 +371,10 @@ fn the_metrics_filter_publishes_pre_and_post_events() {
         }
         let frame = sub.recv_bytes(0).unwrap();
         Some(serde_json::from_slice(&frame).unwrap_or_else(|e| {
-            panic!("event {:?} is not JSON: {e}", String::from_utf8_lossy(&frame))
+            panic!(
+                "event {:?} is not JSON: {e}",
+                String::from_utf8_lossy(&frame)
+            )
         }))
     };
     // Slow joiner: requests until events flow.
@@ -381,7 +384,11 @@ fn the_metrics_filter_publishes_pre_and_post_events() {
         if recv_event(100).is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "no metrics event; log:\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "no metrics event; log:\n{}",
+            gw.log()
+        );
     }
     let id = gw.next_conn();
     let req = TestRequest::get("/echo-length?q=1")
@@ -418,5 +425,8 @@ fn the_metrics_filter_publishes_pre_and_post_events() {
     assert_eq!(post["status"], 200);
     assert_eq!(post["bytes"], json!(resp.raw.len()), "{post}");
     assert_eq!(post["start_us"], pre["ts_us"]);
-    assert!(post["ts_us"].as_u64() >= pre["ts_us"].as_u64(), "{pre} {post}");
+    assert!(
+        post["ts_us"].as_u64() >= pre["ts_us"].as_u64(),
+        "{pre} {post}"
+    );
 }

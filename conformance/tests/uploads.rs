@@ -200,7 +200,11 @@ fn an_upload_start_hook_admits_or_denies_each_upload() {
     let resp = s.upload_done(id, "/upload", "/tmp/upload.small2", 10);
     assert_eq!(resp.status, 200, "{}; log:\n{}", resp.text(), s.gw.log());
     assert_eq!(resp.json()["sha256"], json!(digest));
-    assert_eq!(s.calls()["/upload"], json!(1), "only the admitted upload reached the app");
+    assert_eq!(
+        s.calls()["/upload"],
+        json!(1),
+        "only the admitted upload reached the app"
+    );
     // What the hook saw: wsgid 0.7's m2message of an upload-start.
     let seen = s.gw.request(&TestRequest::get("/filter-log")).json();
     assert_eq!(
