@@ -15,7 +15,8 @@
 //! the chosen CPython with `target/release/lib_wsgid.so`, built by `cargo build --release -p
 //! wsgid-python`) and `echo` (the Rust handler). Every handler stays up for the whole run and
 //! the rounds go round them in turn, so a noisy neighbour on a shared machine hits all alike;
-//! medians are reported.
+//! medians are reported, and each handler's CPU time per request (user + system from
+//! `/proc/<pid>/stat`, over all its rounds), which load on the machine changes far less.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -136,8 +137,16 @@ fn request_frames() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Keeps `inflight` requests outstanding for `secs` seconds; returns requests per second.
-fn measure(ep: &Endpoints, frames: &[Vec<u8>], inflight: usize, secs: f64) -> f64 {
+/// One round against one handler.
+struct Round {
+    /// Requests per second over the timed window.
+    rate: f64,
+    /// Every request the handler answered in the round (warm-up and drain included).
+    replies: u64,
+}
+
+/// Keeps `inflight` requests outstanding for `secs` seconds (after a 300 ms warm-up).
+fn measure(ep: &Endpoints, frames: &[Vec<u8>], inflight: usize, secs: f64) -> Round {
     let mut reply = zmq::Message::new();
     // Wait until the handler is connected: PUSH has no peer before. Polling the SUB socket
     // lets it attach the handler's connection and send its subscription.
@@ -184,7 +193,24 @@ fn measure(ep: &Endpoints, frames: &[Vec<u8>], inflight: usize, secs: f64) -> f6
     for _ in 0..inflight.saturating_sub(1) {
         ep.sub.recv(&mut reply, 0).unwrap();
     }
-    done as f64 / elapsed
+    Round {
+        rate: done as f64 / elapsed,
+        replies: (inflight + i + inflight.saturating_sub(1)) as u64 + done,
+    }
+}
+
+/// CPU time (user + system, all threads) process `pid` has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // The fields after the command name (which may hold spaces) start at `state` (field 3);
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("a command name") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / per_second as f64
 }
 
 fn repo_root() -> PathBuf {
@@ -344,22 +370,36 @@ fn drive() {
         println!("baseline: {exe}");
     }
     for &inflight in &inflights {
-        // rates[h][r]: handler h in round r.
+        // rates[h][r]: handler h in round r; cpu[h]: its CPU seconds and replies, all rounds.
         let mut rates = vec![Vec::with_capacity(rounds); handlers.len()];
+        let mut cpu = vec![(0.0f64, 0u64); handlers.len()];
         for round in 0..rounds {
             // Each round starts with the next handler, so none always runs first or last.
             for k in 0..handlers.len() {
                 let h = (round + k) % handlers.len();
-                rates[h].push(measure(&handlers[h].ep, &frames, inflight, secs));
+                let pid = handlers[h]._child.0.id();
+                let before = cpu_seconds(pid);
+                let r = measure(&handlers[h].ep, &frames, inflight, secs);
+                cpu[h].0 += cpu_seconds(pid) - before;
+                cpu[h].1 += r.replies;
+                rates[h].push(r.rate);
             }
         }
+        // CPU microseconds per request: load on a shared machine slows a handler down but
+        // hardly changes the work each request costs it.
+        let us_per_req: Vec<f64> = cpu
+            .iter()
+            .map(|(s, n)| 1e6 * s / (*n).max(1) as f64)
+            .collect();
         let echo = median(&mut rates[0].clone());
         for (h, handler) in handlers.iter().enumerate().skip(1) {
             let m = median(&mut rates[h].clone());
             let mut line = format!(
-                "in flight {inflight:>3}: {:<44} {m:>9.0} req/s | echo {echo:>9.0} req/s | ratio {:.1}%",
+                "in flight {inflight:>3}: {:<44} {m:>9.0} req/s | echo {echo:>9.0} req/s | ratio {:.1}% | CPU {:.2} µs/req (echo {:.2})",
                 handler.label,
-                100.0 * m / echo
+                100.0 * m / echo,
+                us_per_req[h],
+                us_per_req[0]
             );
             if baseline.is_some() && h > 1 {
                 // This worker against the baseline: the ratio of the medians, and the median
@@ -368,9 +408,10 @@ fn drive() {
                 let mut paired: Vec<f64> =
                     rates[h].iter().zip(&rates[1]).map(|(w, b)| w / b).collect();
                 line.push_str(&format!(
-                    " | vs baseline {:.3}x (per-round median {:.3}x)",
+                    " | vs baseline {:.3}x (per-round median {:.3}x, CPU per request {:.3}x)",
                     m / base,
-                    median(&mut paired)
+                    median(&mut paired),
+                    us_per_req[h] / us_per_req[1]
                 ));
             }
             line.push_str(&format!(
