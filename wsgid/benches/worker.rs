@@ -305,7 +305,7 @@ fn spawn_echo(ep: &Endpoints) -> Kill {
 struct Handler {
     label: String,
     ep: Endpoints,
-    _child: Kill,
+    child: Kill,
 }
 
 fn drive() {
@@ -340,7 +340,7 @@ fn drive() {
     handlers.push(Handler {
         label: "echo".into(),
         ep,
-        _child: child,
+        child,
     });
     if let Some(exe) = &baseline {
         let ep = bind();
@@ -348,7 +348,7 @@ fn drive() {
         handlers.push(Handler {
             label: "baseline".into(),
             ep,
-            _child: child,
+            child,
         });
     }
     for python in &pythons {
@@ -359,7 +359,7 @@ fn drive() {
                 .as_deref()
                 .map_or_else(|| "wsgid".to_owned(), |p| format!("wsgid {p}")),
             ep,
-            _child: child,
+            child,
         });
     }
     println!(
@@ -377,7 +377,7 @@ fn drive() {
             // Each round starts with the next handler, so none always runs first or last.
             for k in 0..handlers.len() {
                 let h = (round + k) % handlers.len();
-                let pid = handlers[h]._child.0.id();
+                let pid = handlers[h].child.0.id();
                 let before = cpu_seconds(pid);
                 let r = measure(&handlers[h].ep, &frames, inflight, secs);
                 cpu[h].0 += cpu_seconds(pid) - before;
