@@ -475,6 +475,3 @@ pub fn prefixed_body<'py>(
         .getattr("PrefixedBody")?
         .call1((PyList::new(py, first)?, rest, app_iterable))
 }
-
-#[cfg(test)]
-mod tests;
