@@ -5,7 +5,6 @@
 use std::ffi::OsString;
 
 use anyhow::{Context, bail};
-use clap::Parser;
 
 use crate::app_folder::{AppFolder, MasterCheck, Role};
 use crate::cli::{Cli, Command, SignalArgs};
@@ -15,7 +14,7 @@ use crate::settings::{absolute_app_path, write_config};
 
 /// Runs `wsgid` with `argv` (program name first); returns the process's exit code.
 pub fn main(argv: Vec<OsString>, launch: &Launch) -> i32 {
-    let cli = match Cli::try_parse_from(argv) {
+    let cli = match Cli::parse_argv(argv) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

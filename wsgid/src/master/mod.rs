@@ -100,7 +100,9 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             file,
             stdout: settings.stdout,
             stderr: !settings.stdout,
-            debug: settings.debug,
+            level: settings.log_level,
+            format: settings.log_format,
+            role: "master",
         };
         (DaemonNotifier::none(), spec)
     } else {
@@ -113,13 +115,15 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             file: None,
             stdout: false,
             stderr: true,
-            debug: settings.debug,
+            level: settings.log_level,
+            format: settings.log_format,
+            role: "master",
         };
         (notifier, spec)
     };
     logging::init(&log_spec);
     if let Ok(bytes) = std::fs::read(folder.root().join(crate::settings::CONFIG_FILE)) {
-        for k in crate::settings::FileConfig::unknown_keys(&bytes) {
+        for k in crate::settings::unknown_keys(&bytes) {
             warn!("wsgid.json: unknown key \"{k}\" ignored");
         }
     }
