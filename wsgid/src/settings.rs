@@ -436,7 +436,16 @@ pub fn write_config(args: &ConfigArgs) -> Result<PathBuf, SettingsError> {
 /// Sets the keys `args` gives into a wsgid.json object (pure): the options given as flags
 /// (lists replace, `envs` merges), and `false` for each `--no-*`.
 pub fn apply_config_args(map: &mut Map<String, Value>, args: &ConfigArgs) {
-    overlay(map, &args.serve.flag_options().to_json());
+    let mut given = args.serve.flag_options().to_json();
+    // A list of one is written as its item, as wsgid 0.7 wrote `"recv": "tcp://..."`.
+    for v in given.values_mut() {
+        if let Value::Array(items) = v
+            && items.len() == 1
+        {
+            *v = items.remove(0);
+        }
+    }
+    overlay(map, &given);
     for (key, off) in [
         ("debug", args.no_debug),
         ("chroot", args.no_chroot),
@@ -634,5 +643,10 @@ mod tests {
         );
         assert_eq!(unknown, vec!["custom".to_string()]);
         assert_eq!(unknown_keys(&bytes), vec!["custom".to_string()]);
+        assert_eq!(
+            map["recv"],
+            Value::from("tcp://127.0.0.1:1"),
+            "a list of one as wsgid 0.7"
+        );
     }
 }
