@@ -8,6 +8,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -264,6 +265,7 @@ impl Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
+        reopen_if_asked();
         for s in self.sinks.iter() {
             let _ = match s {
                 Sink::File(f, _) => match f.lock() {
@@ -313,6 +315,51 @@ pub fn reopen() -> io::Result<()> {
     Ok(())
 }
 
+/// Counts the SIGUSR1s a worker received (see [`reopen_on_usr1`]); files opened by the
+/// worker compare it with the count they last saw and reopen by name when it moved.
+static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The generation the log sinks were last reopened at.
+static SINKS_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_usr1(_sig: libc::c_int) {
+    REOPEN_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// How many reopen requests (SIGUSR1) this process received: a file writer that saw another
+/// number reopens its file by name before writing (the access log does).
+pub fn reopen_generation() -> u64 {
+    REOPEN_GENERATION.load(Ordering::Relaxed)
+}
+
+/// In a worker: SIGUSR1 (forwarded by the master) asks for the log files to be reopened by
+/// name, at the next line written (logrotate without `copytruncate`). The handler only counts;
+/// `SA_RESTART` so it interrupts nothing that would not be retried.
+pub fn reopen_on_usr1() -> io::Result<()> {
+    // SAFETY: a zeroed sigaction with a handler that only touches an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Reopens the log sinks when a SIGUSR1 arrived since they were last (re)opened.
+fn reopen_if_asked() {
+    let now = reopen_generation();
+    if SINKS_GENERATION.load(Ordering::Relaxed) != now {
+        SINKS_GENERATION.store(now, Ordering::Relaxed);
+        if let Err(e) = reopen() {
+            let _ = writeln!(io::stderr(), "wsgid: SIGUSR1: {e}");
+        }
+    }
+}
+
 /// Reopens `path` onto stdout and stderr (a daemon's log file, which its stdout/stderr are).
 pub fn reopen_stdio(path: &std::path::Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -348,6 +395,11 @@ pub fn init(spec: &LogSpec) {
     }
     let sinks = Arc::new(sinks);
     let _ = SINKS.set(sinks.clone());
+    if spec.role == "worker"
+        && let Err(e) = reopen_on_usr1()
+    {
+        eprintln!("wsgid: cannot handle SIGUSR1 (log reopening): {e}");
+    }
     let builder = tracing_subscriber::fmt()
         .with_max_level(level_filter(spec.level))
         .with_writer(Sinks(sinks));

@@ -601,8 +601,19 @@ impl Master {
     }
 
     /// SIGUSR1: reopens the log files by name (logrotate without `copytruncate`): the
-    /// master's own, a daemon's stdout/stderr, and so the files of workers started from now.
+    /// master's own, a daemon's stdout/stderr, and (forwarding the signal) the log and access
+    /// log files of the workers that have loaded the app (they handle it from their start;
+    /// one still starting opens its files after this anyway, or before the rename and then
+    /// at the next SIGUSR1).
     fn reopen_logs(&mut self) {
+        for (&pid, w) in &self.workers {
+            if w.loaded
+                && w.retiring.is_none()
+                && let Err(e) = signals::kill(pid as i32, libc::SIGUSR1)
+            {
+                warn!("SIGUSR1: cannot forward to worker pid={pid}: {e}");
+            }
+        }
         if let Some(path) = &self.daemon_log
             && let Err(e) = logging::reopen_stdio(path)
         {
