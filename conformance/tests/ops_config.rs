@@ -137,9 +137,13 @@ fn a_bad_value_from_any_layer_is_one_clear_line_and_exit_1() {
     let out = wsgid_env(&["--app-path", app.path_str(), "--print-config"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = text(&out.stderr);
-    assert!(
-        err.contains("wsgid.json") && err.contains("\"workers\"") && err.contains("\"many\""),
-        "{err}"
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "wsgid: {}: key \"workers\": expected a non-negative integer, found \"many\"",
+            app.path().join("wsgid.json").display()
+        ),
+        "one line naming the file, the key, what was expected and what came"
     );
 
     write_json(app.path(), "{}");

@@ -49,12 +49,12 @@ pub enum SettingsError {
         detail: String,
     },
     /// A key holds a value of the wrong kind.
-    #[error("{path}: {source}")]
+    #[error("{path}: {detail}")]
     Key {
         /// The file.
         path: PathBuf,
         /// The key, what it takes and what the file holds.
-        source: crate::options::KeyError,
+        detail: crate::options::KeyError,
     },
     /// The file could not be written.
     #[error("cannot write {path}: {source}")]
@@ -376,9 +376,9 @@ pub fn read_file(path: &Path) -> Result<(Options, Vec<String>), SettingsError> {
 /// Parses a wsgid.json's bytes; `path` names the file in errors.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<(Options, Vec<String>), SettingsError> {
     let map = parse_object(path, bytes)?;
-    Options::from_json(&map).map_err(|source| SettingsError::Key {
+    Options::from_json(&map).map_err(|detail| SettingsError::Key {
         path: path.to_path_buf(),
-        source,
+        detail,
     })
 }
 
