@@ -98,6 +98,21 @@ fn precedence_is_flag_then_environment_then_wsgid_json_then_default() {
 }
 
 #[test]
+fn the_app_folder_comes_from_wsgid_app_path_too() {
+    let app = AppDir::new(&[]);
+    write_json(app.path(), r#"{"server_name": "from-the-folder"}"#);
+    let (json, sources) = printed(&wsgid_env(
+        &["--print-config"],
+        &[("WSGID_APP_PATH", app.path_str())],
+    ));
+    assert_eq!(json["server_name"], "from-the-folder");
+    assert!(
+        sources.iter().any(|l| l == "# server_name: wsgid.json"),
+        "{sources:?}"
+    );
+}
+
+#[test]
 fn print_config_output_is_a_wsgid_json_that_loads_back_the_same() {
     let app = AppDir::new(&[]);
     let out = wsgid_env(

@@ -140,9 +140,13 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
     };
 
     info!(
-        "wsgid {} serving {} on CPython {} ({}, prefix {})",
+        "wsgid {} serving {} (app {}) on CPython {} ({}, prefix {})",
         crate::launch::BUILD,
         settings.app_path.display(),
+        settings
+            .wsgi_app
+            .as_deref()
+            .unwrap_or("found by the loaders"),
         runtime.interpreter.version,
         runtime.interpreter.python.display(),
         runtime.interpreter.prefix.display()
