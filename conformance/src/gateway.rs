@@ -54,6 +54,22 @@ pub fn base_config(app_path: &Path, wsgi_app: Option<&str>) -> Value {
     serde_json::to_value(worker_config(app_path, wsgi_app)).expect("WorkerConfig serialises")
 }
 
+/// Panics unless `config` is a [`wsgid::config::WorkerConfig`] with no key it would ignore.
+pub fn check_worker_config(config: &Value) {
+    let typed: wsgid::config::WorkerConfig = serde_json::from_value(config.clone())
+        .unwrap_or_else(|e| panic!("not a WorkerConfig ({e}): {config}"));
+    let known = serde_json::to_value(typed).expect("WorkerConfig serialises");
+    let (Some(given), Some(known)) = (config.as_object(), known.as_object()) else {
+        panic!("expected a JSON object, found {config}");
+    };
+    for key in given.keys() {
+        assert!(
+            known.contains_key(key),
+            "\"{key}\" is not a WorkerConfig field (a misspelt tweak?): {config}"
+        );
+    }
+}
+
 /// One reply frame addressed to the test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyFrame {
@@ -290,8 +306,11 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts a worker with `config` (its `recv`/`send` filled in by the caller).
+    /// Starts a worker with `config` (its `recv`/`send` filled in by the caller). A key that
+    /// is not a [`wsgid::config::WorkerConfig`] field, or a value of the wrong type, panics
+    /// here: a misspelt tweak would otherwise be ignored by the worker and test nothing.
     pub fn start(config: &Value) -> WorkerProcess {
+        check_worker_config(config);
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("wsgid.log");
         let log = std::fs::File::create(&log_path).expect("log file");
