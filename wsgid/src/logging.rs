@@ -37,6 +37,10 @@ pub struct LogSpec {
     pub level: LogLevel,
     /// Line format (`--log-format`).
     pub format: LogFormat,
+    /// A daemon's log file, which stdout and stderr are: a worker reopens it onto them on
+    /// SIGUSR1 (its master does so itself).
+    #[serde(default)]
+    pub stdio: Option<PathBuf>,
     /// Which process writes: `master`, or `worker` (set by [`LogSpec::from_env`]).
     #[serde(skip, default = "master_role")]
     pub role: &'static str,
@@ -54,6 +58,7 @@ impl Default for LogSpec {
             stderr: false,
             level: LogLevel::Info,
             format: LogFormat::Text,
+            stdio: None,
             role: master_role(),
         }
     }
@@ -349,11 +354,24 @@ pub fn reopen_on_usr1() -> io::Result<()> {
     Ok(())
 }
 
-/// Reopens the log sinks when a SIGUSR1 arrived since they were last (re)opened.
+/// A worker's stdout/stderr file ([`LogSpec::stdio`]), reopened onto them on SIGUSR1.
+static STDIO: OnceLock<PathBuf> = OnceLock::new();
+
+/// Reopens the log sinks (and a daemon's stdout/stderr file) when a SIGUSR1 arrived since
+/// they were last (re)opened.
 fn reopen_if_asked() {
     let now = reopen_generation();
     if SINKS_GENERATION.load(Ordering::Relaxed) != now {
         SINKS_GENERATION.store(now, Ordering::Relaxed);
+        if let Some(path) = STDIO.get()
+            && let Err(e) = reopen_stdio(path)
+        {
+            let _ = writeln!(
+                io::stderr(),
+                "wsgid: SIGUSR1: reopening {}: {e}",
+                path.display()
+            );
+        }
         if let Err(e) = reopen() {
             let _ = writeln!(io::stderr(), "wsgid: SIGUSR1: {e}");
         }
@@ -395,10 +413,13 @@ pub fn init(spec: &LogSpec) {
     }
     let sinks = Arc::new(sinks);
     let _ = SINKS.set(sinks.clone());
-    if spec.role == "worker"
-        && let Err(e) = reopen_on_usr1()
-    {
-        eprintln!("wsgid: cannot handle SIGUSR1 (log reopening): {e}");
+    if spec.role == "worker" {
+        if let Some(path) = &spec.stdio {
+            let _ = STDIO.set(path.clone());
+        }
+        if let Err(e) = reopen_on_usr1() {
+            eprintln!("wsgid: cannot handle SIGUSR1 (log reopening): {e}");
+        }
     }
     let builder = tracing_subscriber::fmt()
         .with_max_level(level_filter(spec.level))
@@ -432,6 +453,7 @@ mod tests {
             stderr: false,
             level: LogLevel::Debug,
             format: LogFormat::Json,
+            stdio: Some(PathBuf::from("/a/logs/wsgid.log")),
             role: "master",
         };
         let s = serde_json::to_string(&spec).unwrap();

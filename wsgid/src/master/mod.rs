@@ -102,6 +102,7 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             stderr: !settings.stdout,
             level: settings.log_level,
             format: settings.log_format,
+            stdio: None,
             role: "master",
         };
         (DaemonNotifier::none(), spec)
@@ -117,6 +118,7 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             stderr: true,
             level: settings.log_level,
             format: settings.log_format,
+            stdio: Some(folder.log_file()),
             role: "master",
         };
         (notifier, spec)
