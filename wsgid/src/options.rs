@@ -622,6 +622,11 @@ mod tests {
             crate::logging::LOG_ENV,
             crate::launch::EXTENSION_ENV,
             crate::master::process::PRIVILEGES_ENV,
+            // The worker's tracing filter when it runs without a master, and the harness's.
+            "WSGID_LOG",
+            "WSGID_BENCH_ROLE",
+            "WSGID_TEST_BIN",
+            "WSGID_TEST_VENV",
         ];
         for a in cmd.get_arguments() {
             let env = a.get_env().unwrap().to_str().unwrap();
