@@ -370,3 +370,23 @@ fn log_level_from_the_environment_filters_master_and_workers() {
         app.log()
     );
 }
+
+#[test]
+fn wsgid_variables_leave_subcommands_alone_and_config_writes_only_flags() {
+    let app = AppDir::new(&[]);
+    let env = [("WSGID_WORKERS", "3"), ("WSGID_RECV", "tcp://127.0.0.1:5")];
+    let out = wsgid_env(&["status", "--app-path", app.path_str()], &env);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stopped, not a usage error: {out:?}"
+    );
+    let out = wsgid_env(
+        &["config", "--app-path", app.path_str(), "--timeout", "9"],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(app.path().join("wsgid.json")).unwrap()).unwrap();
+    assert_eq!(written, serde_json::json!({"timeout": 9}));
+}
