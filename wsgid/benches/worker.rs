@@ -222,31 +222,21 @@ fn repo_root() -> PathBuf {
 
 /// A worker of this build on `python` (None: as `wsgid` chooses).
 fn spawn_worker(ep: &Endpoints, app: &str, python: Option<&str>) -> Kill {
-    let cfg = serde_json::json!({
-        "app_path": repo_root().join("fixtures/apps"),
-        "wsgi_app": app,
-        "django": false,
-        "loader_dirs": [],
-        "python": python,
-        "recv": [ep.push_ep],
-        "send": [ep.sub_ep],
-        "workers": 1,
-        "server_name": "localhost",
-        "server_port": 80,
-        "mongrel2_chroot": null,
-        "max_requests": 0,
-        "debug": false,
-        "filters": [],
-        "max_upload_size": null,
-        "keep_uploads": false,
-        "metrics_endpoint": null,
-        "access_log": null,
-        "access_log_format": null,
-        "envs": [],
-    });
+    // What a master with these options would hand its worker (the one option schema).
+    let options = wsgid::options::Options {
+        wsgi_app: Some(app.to_string()),
+        python: python.map(PathBuf::from),
+        recv: vec![ep.push_ep.clone()],
+        send: vec![ep.sub_ep.clone()],
+        no_access_log: Some(true),
+        ..wsgid::options::Options::default()
+    };
+    let cfg = wsgid::settings::Settings::from_options(repo_root().join("fixtures/apps"), options)
+        .worker_config(0);
+    let cfg = serde_json::to_string(&cfg).expect("WorkerConfig serialises");
     let child = Command::new(std::env::current_exe().unwrap())
         .env(ROLE_ENV, "worker")
-        .env(wsgid::config::WORKER_CONFIG_ENV, cfg.to_string())
+        .env(wsgid::config::WORKER_CONFIG_ENV, cfg)
         .env("WSGID_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()

@@ -327,7 +327,11 @@ fn clf_time(time: SystemTime) -> String {
 pub struct AccessLog {
     format: AccessFormat,
     /// `None`: stdout.
-    file: Option<File>,
+    file: Option<std::sync::Mutex<File>>,
+    /// The file's path, to reopen it on SIGUSR1 (see [`crate::logging::reopen_generation`]).
+    path: std::path::PathBuf,
+    /// The reopen generation the file was opened at.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl AccessLog {
@@ -337,20 +341,41 @@ impl AccessLog {
         let file = if path.as_os_str() == "-" {
             None
         } else {
-            Some(OpenOptions::new().create(true).append(true).open(path)?)
+            Some(std::sync::Mutex::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            ))
         };
         Ok(AccessLog {
             format: AccessFormat::parse(format),
             file,
+            path: path.to_path_buf(),
+            generation: crate::logging::reopen_generation().into(),
         })
     }
 
     /// Appends the line for `rec`. Write errors are ignored: logging never fails a request.
+    /// After a SIGUSR1 the file is first reopened by name (logrotate renamed it); if that
+    /// fails the old file is kept.
     pub fn log(&self, rec: &AccessRecord<'_>) {
+        use std::sync::atomic::Ordering;
         let mut line = self.format.format(rec);
         line.push('\n');
         let _ = match &self.file {
-            Some(f) => (&*f).write_all(line.as_bytes()),
+            Some(f) => {
+                let Ok(mut f) = f.lock() else { return };
+                let now = crate::logging::reopen_generation();
+                if self.generation.load(Ordering::Relaxed) != now {
+                    self.generation.store(now, Ordering::Relaxed);
+                    if let Ok(new) = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.path)
+                    {
+                        *f = new;
+                    }
+                }
+                f.write_all(line.as_bytes())
+            }
             None => io::stdout().lock().write_all(line.as_bytes()),
         };
     }

@@ -16,6 +16,7 @@ pub mod launch;
 pub mod logging;
 pub mod master;
 pub mod metrics;
+pub mod options;
 pub mod request;
 pub mod scoreboard;
 pub mod settings;

@@ -101,7 +101,10 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             file,
             stdout: settings.stdout,
             stderr: !settings.stdout,
-            debug: settings.debug,
+            level: settings.log_level,
+            format: settings.log_format,
+            stdio: None,
+            role: "master",
         };
         (DaemonNotifier::none(), spec)
     } else {
@@ -114,13 +117,16 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             file: None,
             stdout: false,
             stderr: true,
-            debug: settings.debug,
+            level: settings.log_level,
+            format: settings.log_format,
+            stdio: Some(folder.log_file()),
+            role: "master",
         };
         (notifier, spec)
     };
     logging::init(&log_spec);
     if let Ok(bytes) = std::fs::read(folder.root().join(crate::settings::CONFIG_FILE)) {
-        for k in crate::settings::FileConfig::unknown_keys(&bytes) {
+        for k in crate::settings::unknown_keys(&bytes) {
             warn!("wsgid.json: unknown key \"{k}\" ignored");
         }
     }
@@ -137,9 +143,13 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
     };
 
     info!(
-        "wsgid {} serving {} on CPython {} ({}, prefix {})",
+        "wsgid {} serving {} (app {}) on CPython {} ({}, prefix {})",
         crate::launch::BUILD,
         settings.app_path.display(),
+        settings
+            .wsgi_app
+            .as_deref()
+            .unwrap_or("found by the loaders"),
         runtime.interpreter.version,
         runtime.interpreter.python.display(),
         runtime.interpreter.prefix.display()
@@ -308,7 +318,7 @@ impl Master {
     ) -> anyhow::Result<Master> {
         let signals = SignalPipe::install().context("installing signal handlers")?;
         let pid_files = folder.root().join("pid").is_dir();
-        let watcher = if args.reload {
+        let watcher = if settings.reload {
             match watch::Watcher::new(&settings.app_path) {
                 Ok(w) => {
                     info!(
@@ -642,8 +652,19 @@ impl Master {
     }
 
     /// SIGUSR1: reopens the log files by name (logrotate without `copytruncate`): the
-    /// master's own, a daemon's stdout/stderr, and so the files of workers started from now.
+    /// master's own, a daemon's stdout/stderr, and (forwarding the signal) the log and access
+    /// log files of the workers that have loaded the app (they handle it from their start;
+    /// one still starting opens its files after this anyway, or before the rename and then
+    /// at the next SIGUSR1).
     fn reopen_logs(&mut self) {
+        for (&pid, w) in &self.workers {
+            if w.loaded
+                && w.retiring.is_none()
+                && let Err(e) = signals::kill(pid as i32, libc::SIGUSR1)
+            {
+                warn!("SIGUSR1: cannot forward to worker pid={pid}: {e}");
+            }
+        }
         if let Some(path) = &self.daemon_log
             && let Err(e) = logging::reopen_stdio(path)
         {
