@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod app_folder;
+pub mod builtin_filters;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -22,7 +22,6 @@
 //! Uploads: a filter may define `upload_start(self, m2message)`; returning `False` denies the
 //! upload ([`Filters::admit_upload`]).
 
-pub mod builtin;
 pub mod python;
 
 use std::time::Instant;
@@ -30,8 +29,8 @@ use std::time::Instant;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-pub use builtin::Builtin;
 pub use python::{Kinds, PyFilter};
+pub use wsgid::builtin_filters::Builtin;
 use wsgid::config::WorkerConfig;
 use wsgid::metrics::{MetricsError, MetricsPublisher, PostEvent, PreEvent};
 use wsgid::request::RequestView;
