@@ -430,3 +430,94 @@ fn the_binary_prints_the_address_it_really_listens_on() {
     h.reply(&[parse_request(&f).unwrap().conn_id], OK);
     assert_eq!(c.read_at_least(OK.len(), T), OK);
 }
+
+/// The names of a parsed frame's headers that start with `x-h`, and the values of each.
+fn x_h_headers(frame: &[u8]) -> Vec<(String, usize)> {
+    let r = parse_request(frame).unwrap();
+    r.headers
+        .iter()
+        .filter(|(n, _)| n.starts_with(b"x-h"))
+        .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.len()))
+        .collect()
+}
+
+/// `limits.header_count` at its default: once 1280 distinct names are held, every later header
+/// line of the head is dropped (a repeat of a held name and Content-Length too, so the body
+/// bytes are read as the next request: 400), as the real 1.12.2 does (differential suite,
+/// `header_count_default` and `header_count`).
+#[test]
+fn header_count_default_drops_every_line_after_1280_names() {
+    let m2 = start_with(|s| s.buffer_size = 64 * 1024);
+    let h = handler(&m2);
+    let mut head = String::from("POST /p HTTP/1.1\r\n");
+    for i in 0..1283 {
+        head.push_str(&format!("X-H{i}: v{i}\r\n"));
+    }
+    head.push_str("X-H0: again\r\nContent-Length: 5\r\n\r\nhello");
+    let mut c = Client::connect(m2.http_addr());
+    c.send(head.as_bytes());
+    let f = h.expect("the request frame");
+    let kept = x_h_headers(&f);
+    assert_eq!(kept.len(), 1280, "distinct names kept");
+    assert!(
+        kept.iter().all(|(_, n)| *n == 1),
+        "a repeat after the limit is dropped"
+    );
+    assert_eq!(kept.last().unwrap().0, "x-h1279");
+    let r = parse_request(&f).unwrap();
+    assert_eq!(r.header(b"content-length"), None);
+    assert_eq!(r.body, b"");
+    assert_eq!(r.header(b"x-forwarded-for"), Some(&b"127.0.0.1"[..]));
+    // "hello" is the next request head: a bad one
+    assert!(c.read_to_eof(T), "the connection closes after the 400");
+    assert!(
+        c.received.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "got {:?}",
+        String::from_utf8_lossy(&c.received)
+    );
+}
+
+/// `limits.header_count` from a config file: a small limit drops Expect (no 417) and later names;
+/// each request on a keep-alive connection counts anew.
+#[test]
+fn header_count_from_config_applies_to_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ];
+    let text = conformance::differential::config(
+        &ports,
+        &dir.path().display().to_string(),
+        r#", "limits.header_count": 3"#,
+    );
+    let (m2, warnings) = conformance::fake::start_from_config(&text);
+    assert!(
+        warnings.iter().all(|w| !w.contains("header_count")),
+        "{warnings:?}"
+    );
+    let h = handler(&m2);
+    let mut c = Client::connect(m2.http_addr());
+    let head = b"GET /handler/x HTTP/1.1\r\nX-H0: a\r\nX-H1: b\r\nx-h0: c\r\nX-H2: d\r\nExpect: junk\r\nX-H3: e\r\n\r\n";
+    for round in 1..=2 {
+        c.send(head);
+        let f = h.expect("the request frame");
+        assert_eq!(
+            x_h_headers(&f),
+            [
+                ("x-h0".to_string(), 2),
+                ("x-h1".into(), 1),
+                ("x-h2".into(), 1)
+            ],
+            "round {round}"
+        );
+        let r = parse_request(&f).unwrap();
+        assert_eq!(r.header(b"expect"), None);
+        h.reply(&[r.conn_id], OK);
+        c.read_at_least(OK.len() * round, T);
+        assert_eq!(c.received.len(), OK.len() * round, "round {round}: no 417");
+    }
+}

@@ -185,7 +185,7 @@ fn head_step_in(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8]) -> Step {
         conn.reader.last_incomplete = true;
         return Step::NeedMore;
     }
-    let parsed = http::parse_message(buf, buffer_size);
+    let parsed = http::parse_message_with(buf, buffer_size, settings.header_count);
     if conn.reader.head_reads > HEAD_READS {
         if matches!(parsed, Parsed::Incomplete) {
             conn.reader.extra_read = true;
@@ -331,7 +331,9 @@ fn start_upload(
             return Step::Done(conn.answer_and_close(TOO_LARGE, now));
         }
     };
-    let Parsed::Request(head) = http::parse_message(&head_bytes, settings.buffer_size) else {
+    let Parsed::Request(head) =
+        http::parse_message_with(&head_bytes, settings.buffer_size, settings.header_count)
+    else {
         let _ = std::fs::remove_file(&temp.host_path);
         return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
     };
@@ -429,7 +431,9 @@ fn upload_step(conn: &mut Conn, env: &mut Env<'_>) -> Step {
     drop(file);
     // the file is the handler's now
     conn.upload_path = None;
-    let Parsed::Request(head) = http::parse_message(&head, env.settings.buffer_size) else {
+    let Parsed::Request(head) =
+        http::parse_message_with(&head, env.settings.buffer_size, env.settings.header_count)
+    else {
         return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
     };
     env.out.clear();
