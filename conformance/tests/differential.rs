@@ -1267,3 +1267,101 @@ fn header_count_default() {
         v,
     );
 }
+
+/// A GET whose head is `len` bytes long (an `X-Long` header fills it).
+fn long_get(path: &str, len: usize) -> Vec<u8> {
+    let start = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Long: ");
+    let fill = len.saturating_sub(start.len() + 4);
+    let mut h = start.into_bytes();
+    h.extend(std::iter::repeat_n(b'l', fill));
+    h.extend_from_slice(b"\r\n\r\n");
+    h
+}
+
+/// `first` (steps that end with the client served), then a GET whose head is `len` bytes long
+/// on the same connection; whatever happens is recorded.
+fn then_long_head(name: &'static str, mut first: Vec<Step>, len: usize) -> Exchange {
+    first.extend([
+        Send(0, long_get("/handler/after", len)),
+        FrameOrEof(0),
+        Settle,
+        Close(0),
+        Settle,
+    ]);
+    ex(name, first)
+}
+
+/// A chunked upload served on client 0's connection.
+fn chunked_upload_served() -> Vec<Step> {
+    vec![
+        Open(0),
+        Send(
+            0,
+            b"POST /handler/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+        ),
+        Frame(JSON),
+        Send(0, b"5\r\nhello\r\n0\r\n\r\n".to_vec()),
+        Frame(JSON),
+        Reply(JSON, vec![Tgt::C(0)], ok("up")),
+        Read(0, ok("up").len()),
+    ]
+}
+
+/// A Content-Length upload (3000 bytes, over `limits.content_length`) served on client 0's
+/// connection.
+fn length_upload_served() -> Vec<Step> {
+    vec![
+        Open(0),
+        Send(0, upload_head("/handler/up", 3000, "")),
+        Frame(JSON),
+        Send(0, body(3000, 3)),
+        Frame(JSON),
+        Reply(JSON, vec![Tgt::C(0)], ok("up")),
+        Read(0, ok("up").len()),
+    ]
+}
+
+/// The connection's read buffer after an upload (open seed 205293): Mongrel2 resizes it for the
+/// upload (`IOBuf_resize` to 100 KiB + 1 KiB for chunked, to `limits.content_length` for a
+/// Content-Length body) and never back, so the next head on the connection is held to that size
+/// instead of `limits.buffer_size`.
+#[test]
+fn buffer_after_upload() {
+    let v = vec![
+        then_long_head("buf_chunked_then_5000", chunked_upload_served(), 5000),
+        then_long_head("buf_chunked_then_20000", chunked_upload_served(), 20_000),
+        then_long_head("buf_length_then_1500", length_upload_served(), 1500),
+        then_long_head("buf_length_then_3000", length_upload_served(), 3000),
+        then_long_head("buf_length_then_5000", length_upload_served(), 5000),
+    ];
+    differential("buffer_after_upload", v);
+}
+
+/// An inline body longer than the read buffer grows it (`IOBuf_read_all`), for good.
+#[test]
+fn buffer_after_inline_body() {
+    let post = |n: usize| {
+        let mut p =
+            format!("POST /handler/in HTTP/1.1\r\nHost: localhost\r\nContent-Length: {n}\r\n\r\n")
+                .into_bytes();
+        p.extend(body(n, 5));
+        vec![
+            Open(0),
+            Send(0, p),
+            Frame(JSON),
+            Reply(JSON, vec![Tgt::C(0)], ok("in")),
+            Read(0, ok("in").len()),
+        ]
+    };
+    let v = vec![
+        then_long_head("buf_inline_1500_then_1400", post(1500), 1400),
+        then_long_head("buf_inline_1500_then_1600", post(1500), 1600),
+        then_long_head("buf_inline_500_then_1400", post(500), 1400),
+    ];
+    differential_with(
+        "buffer_after_inline_body",
+        r#", "limits.buffer_size": 1024"#,
+        v,
+    );
+}

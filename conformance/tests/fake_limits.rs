@@ -521,3 +521,49 @@ fn header_count_from_config_applies_to_each_request() {
         assert_eq!(c.received.len(), OK.len() * round, "round {round}: no 417");
     }
 }
+
+/// After an upload the connection's next head is held to the resized read buffer, not to
+/// `limits.buffer_size` (open seed 205293, verified on the real server by the differential
+/// suite's `buffer_after_upload`): 100 KiB + 1 KiB after a chunked upload, `limits.content_length`
+/// after a Content-Length one.
+#[test]
+fn heads_after_an_upload_are_held_to_the_resized_buffer() {
+    let m2 = start_with(|s| s.content_length_limit = 2048);
+    let h = handler(&m2);
+    let long_get = |len: usize| {
+        let mut g = b"GET /after HTTP/1.1\r\nX-Long: ".to_vec();
+        g.resize(len - 4, b'l');
+        g.extend_from_slice(b"\r\n\r\n");
+        g
+    };
+    let serve = |c: &mut Client, id: u64, total: usize| {
+        h.reply(&[id], OK);
+        c.read_at_least(total, T);
+        assert_eq!(c.received.len(), total);
+    };
+    // chunked upload, then a 20,000-byte head: forwarded
+    let mut c = Client::connect(m2.http_addr());
+    c.send(b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let id = parse_request(&h.expect("upload start")).unwrap().conn_id;
+    c.send(b"5\r\nhello\r\n0\r\n\r\n");
+    h.expect("upload done");
+    serve(&mut c, id, OK.len());
+    c.send(&long_get(20_000));
+    let f = h.expect("the long head after a chunked upload");
+    assert_eq!(parse_request(&f).unwrap().path, b"/after");
+    serve(&mut c, id, 2 * OK.len());
+    // Content-Length upload (over the 2048 limit), then a 3000-byte head: 400
+    let mut c = Client::connect(m2.http_addr());
+    c.send(b"POST /up HTTP/1.1\r\nContent-Length: 3000\r\n\r\n");
+    let id = parse_request(&h.expect("upload start")).unwrap().conn_id;
+    c.send(&[b'x'; 3000]);
+    h.expect("upload done");
+    serve(&mut c, id, OK.len());
+    c.send(&long_get(3000));
+    assert!(c.read_to_eof(T), "closed after the 400");
+    assert!(
+        c.received[OK.len()..].starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&c.received)
+    );
+}

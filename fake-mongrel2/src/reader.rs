@@ -9,6 +9,7 @@ use crate::conn::{CloseReason, Conn, Next};
 use crate::frames::{self, UploadStage};
 use crate::handler_io::HandlerIo;
 use crate::http::{self, BodyKind, Parsed, RequestHead, SocketMsgKind};
+use crate::read_buffer::{self, BodyRead};
 use crate::settings::Settings;
 use crate::trace::{Direction, Tracer};
 use crate::upload;
@@ -35,11 +36,14 @@ pub(crate) struct Reader {
     pub(crate) extra_read: bool,
     /// 100 Continue already written for the current head.
     pub(crate) continue_sent: bool,
+    /// The size of Mongrel2's read buffer for this connection: the largest head it takes
+    /// (`limits.buffer_size` until a body resizes it, see [`crate::read_buffer`]).
+    pub(crate) head_limit: usize,
 }
 
 impl Reader {
-    /// Nothing read yet, waiting for a head.
-    pub(crate) fn new() -> Self {
+    /// Nothing read yet, waiting for a head; heads up to `buffer_size` bytes.
+    pub(crate) fn new(buffer_size: usize) -> Self {
         Reader {
             rbuf: Vec::new(),
             start: 0,
@@ -48,6 +52,7 @@ impl Reader {
             last_incomplete: false,
             extra_read: false,
             continue_sent: false,
+            head_limit: buffer_size,
         }
     }
 
@@ -179,7 +184,7 @@ fn head_step(conn: &mut Conn, env: &mut Env<'_>) -> Step {
 fn head_step_in(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8]) -> Step {
     let now = env.now;
     let settings = env.settings;
-    let buffer_size = settings.buffer_size;
+    let buffer_size = conn.reader.head_limit;
     let buf = &rbuf[conn.reader.start..];
     if buf.is_empty() {
         conn.reader.last_incomplete = true;
@@ -302,6 +307,11 @@ fn request_step(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8], head: RequestHe
     }
     conn.socket_mode = false;
     conn.reader.continue_sent = false;
+    conn.reader.head_limit = read_buffer::after_body(
+        conn.reader.head_limit,
+        BodyRead::Inline(n as u64),
+        settings.content_length_limit,
+    );
     conn.consumed(head_len + n, now);
     env.send(conn, handler);
     Step::Again
@@ -332,7 +342,7 @@ fn start_upload(
         }
     };
     let Parsed::Request(head) =
-        http::parse_message_with(&head_bytes, settings.buffer_size, settings.header_count)
+        http::parse_message_with(&head_bytes, head_bytes.len(), settings.header_count)
     else {
         let _ = std::fs::remove_file(&temp.host_path);
         return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
@@ -353,6 +363,12 @@ fn start_upload(
     let len = head_bytes.len();
     conn.consumed(len, now);
     conn.reader.continue_sent = false;
+    let read = match body {
+        BodyKind::Length(_) => BodyRead::LengthUpload,
+        _ => BodyRead::ChunkedUpload,
+    };
+    conn.reader.head_limit =
+        read_buffer::after_body(conn.reader.head_limit, read, settings.content_length_limit);
     conn.reader.input = Input::Upload(Box::new(Spool {
         file: temp.file,
         head: head_bytes,
@@ -432,7 +448,7 @@ fn upload_step(conn: &mut Conn, env: &mut Env<'_>) -> Step {
     // the file is the handler's now
     conn.upload_path = None;
     let Parsed::Request(head) =
-        http::parse_message_with(&head, env.settings.buffer_size, env.settings.header_count)
+        http::parse_message_with(&head, head.len(), env.settings.header_count)
     else {
         return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
     };

@@ -452,7 +452,7 @@ impl Server {
                 id,
                 stream,
                 peer: peer.ip().to_string().into_bytes(),
-                reader: Reader::new(),
+                reader: Reader::new(self.ctl.settings.buffer_size),
                 wbuf: VecDeque::new(),
                 pending_replies: 0,
                 close_after: None,
