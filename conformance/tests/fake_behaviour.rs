@@ -581,16 +581,8 @@ fn drop_stops_the_server_and_closes_connections() {
 fn binary_reads_a_mongrel2_config_file_and_names_what_it_ignores() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
-    let text =
-        std::fs::read_to_string(conformance::fixtures_dir().join("mongrel2/differential.conf.in"))
-            .unwrap()
-            .replace("@PORT@", &ports[0].to_string())
-            .replace("@JSON_SEND@", &ports[1].to_string())
-            .replace("@JSON_RECV@", &ports[2].to_string())
-            .replace("@TNET_SEND@", &ports[3].to_string())
-            .replace("@TNET_RECV@", &ports[4].to_string())
-            .replace("@CHROOT@", &dir.path().display().to_string());
+    let ports: [u16; 5] = std::array::from_fn(|_| free_port());
+    let text = conformance::differential::config(&ports, &dir.path().display().to_string(), "");
     let conf = dir.path().join("m2.conf");
     std::fs::write(&conf, text).unwrap();
     let stderr = dir.path().join("stderr");

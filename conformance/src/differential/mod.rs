@@ -116,18 +116,27 @@ pub struct Target {
     _fake: Option<(FakeMongrel2, tempfile::TempDir)>,
 }
 
-/// The differential config template with `ports` (HTTP, JSON send/recv, TNET send/recv),
-/// `chroot` and `extra` (more settings, each `, "key": value`, or empty) filled in.
+/// The differential config template with `ports` (HTTP, JSON send/recv, TNET send/recv) and
+/// `chroot` filled in, and `extra` (more settings, each `, "key": value`, or empty) added at the
+/// end of its `settings` dict (the template itself stays as `bench/run.sh` reads it).
 pub fn config(ports: &[u16; 5], chroot: &str, extra: &str) -> String {
     let t = std::fs::read_to_string(crate::fixtures_dir().join("mongrel2/differential.conf.in"))
         .expect("config template");
-    t.replace("@PORT@", &ports[0].to_string())
+    let mut t = t
+        .replace("@PORT@", &ports[0].to_string())
         .replace("@JSON_SEND@", &ports[1].to_string())
         .replace("@JSON_RECV@", &ports[2].to_string())
         .replace("@TNET_SEND@", &ports[3].to_string())
         .replace("@TNET_RECV@", &ports[4].to_string())
-        .replace("@CHROOT@", chroot)
-        .replace("@EXTRA_SETTINGS@", extra)
+        .replace("@CHROOT@", chroot);
+    if !extra.is_empty() {
+        let dict = t
+            .find("\nsettings = {")
+            .expect("the template has a settings dict");
+        let end = dict + t[dict..].find("\n}").expect("the settings dict is closed");
+        t.insert_str(end, extra);
+    }
+    t
 }
 
 /// Five free ports: HTTP, JSON send/recv, TNET send/recv.
