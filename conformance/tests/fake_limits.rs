@@ -1,8 +1,10 @@
 //! fake-mongrel2's resource limits through real sockets: Mongrel2's timeout sweep closes idle
 //! and slow clients, the connection cap refuses cleanly, backpressure keeps the server's
 //! memory flat when the handler is absent, slow, or the client does not read, and thousands
-//! of idle connections are held while a new client is served. No timing asserts: every wait
-//! polls an observable condition with a generous deadline.
+//! of idle connections are held while a new client is served; a client that does not read its
+//! replies is cut off; Mongrel2's limits on a request head (`limits.header_count`, the read
+//! buffer after a body). No timing asserts: every wait polls an observable condition with a
+//! generous deadline.
 
 use conformance::fake::{FakeProcess, start_with};
 use conformance::mongrel2::{Client, TestHandler, free_port};
@@ -301,6 +303,33 @@ fn client_not_reading_replies_is_bounded() {
     assert!(rest.len() < 64 << 20, "the connection was cut short");
 }
 
+#[test]
+fn too_many_queued_frames_close_the_connection() {
+    let m2 = start_with(|_| {});
+    let h = handler(&m2);
+    let mut c = Client::connect(m2.http_addr());
+    c.send(GET);
+    h.expect("request");
+    // the client never reads: big frames fill the socket buffers, then the queue of 16
+    let big = vec![b'z'; 1 << 20];
+    for _ in 0..40 {
+        h.reply(&[1], &big);
+    }
+    let mut disconnects = 0;
+    while let Some(f) = h.recv(Duration::from_secs(3)) {
+        assert!(is_disconnect(&f, 1));
+        disconnects += 1;
+    }
+    assert!(
+        disconnects > 0,
+        "frames after the kill become disconnect frames"
+    );
+    assert!(
+        c.read_to_eof(Duration::from_secs(30)),
+        "the connection is closed"
+    );
+}
+
 /// Raises this process's soft open-files limit to `want` (or the hard limit).
 fn raise_nofile(want: u64) -> u64 {
     let mut rl = libc::rlimit {
@@ -373,62 +402,6 @@ fn two_thousand_idle_connections_are_held_while_a_new_client_is_served() {
             s.read_exact(&mut buf[got..want]).unwrap();
         }
     }
-}
-
-/// The binary as a child on `127.0.0.1:0`; Drop kills it.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn the_binary_prints_the_address_it_really_listens_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("stderr");
-    let _child = Child(
-        std::process::Command::new(conformance::bin_path("fake-mongrel2"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--send",
-                "tcp://127.0.0.1:*",
-                "--recv",
-                "tcp://127.0.0.1:*",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("fake-mongrel2 runs"),
-    );
-    let mut text = String::new();
-    wait_until("the startup lines", || {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("send_spec")
-    });
-    let url = text
-        .lines()
-        .find_map(|l| l.strip_prefix("fake-mongrel2: listening on http://"))
-        .unwrap_or_else(|| panic!("no listening line in {text:?}"));
-    let addr: std::net::SocketAddr = url.parse().expect("an address");
-    assert_ne!(addr.port(), 0, "the real port, not the one asked for");
-    let specs: Vec<&str> = text
-        .lines()
-        .find(|l| l.contains("send_spec"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let at = |k: &str| specs[specs.iter().position(|w| *w == k).unwrap() + 1];
-    let h = TestHandler::connect(at("send_spec"), at("recv_spec"));
-    let mut c = Client::connect(addr);
-    c.send(GET);
-    let f = h.expect("a request through the printed address");
-    h.reply(&[parse_request(&f).unwrap().conn_id], OK);
-    assert_eq!(c.read_at_least(OK.len(), T), OK);
 }
 
 /// The names of a parsed frame's headers that start with `x-h`, and the values of each.
