@@ -5,7 +5,7 @@
 //! Connection life cycle: an id per accepted TCP connection (from 1); readable bytes are parsed
 //! and forwarded (pipelined requests at once), uploads spooled to disk; reply payloads are
 //! written at once and only what the socket does not take is kept. Every close goes through
-//! [`Server::close`], which decides whether a disconnect frame is due.
+//! `Server::close`, which decides whether a disconnect frame is due.
 //!
 //! Bounded everywhere: a request frame the PUSH socket does not take (no handler connected,
 //! or the handlers are behind and its high-water mark is reached) parks its connection, which
