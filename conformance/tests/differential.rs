@@ -1027,6 +1027,26 @@ fn fuzz_found() {
                 Settle,
             ],
         ),
+        // a reply to a connection whose HTTP head arrived after a socket message, while the
+        // server waits for its body: raw, not base64 (seeds 300283 and 300699)
+        ex(
+            "socket_then_http_head_waiting_for_body",
+            vec![
+                Open(0),
+                Send(
+                    0,
+                    b"<chat type=\"x\"/>\0PATCH /nothere/xx HTTP/1.1\r\nContent-Length: 34\r\n\r\n"
+                        .to_vec(),
+                ),
+                Frame(JSON),
+                Consumed(0),
+                Settle,
+                Reply(JSON, vec![Tgt::C(0)], ok("raw")),
+                Read(0, ok("raw").len()),
+                Close(0),
+                Settle,
+            ],
+        ),
         ex(
             "http_then_socket_disconnect",
             vec![

@@ -60,7 +60,8 @@ pub(crate) struct Conn {
     pub(crate) close_after: Option<CloseReason>,
     /// The handler that saw this connection's last request ([`NO_HANDLER`] if none).
     pub(crate) last_handler: usize,
-    /// The last input was a socket message: replies are base64-encoded unless raw.
+    /// The last message identified was a socket message (an HTTP head clears it): replies are
+    /// base64-encoded unless the handler is raw.
     pub(crate) socket_mode: bool,
     /// A frame the PUSH socket did not take: the connection waits (is not read) until it is.
     pub(crate) parked: Option<(usize, Vec<u8>)>,

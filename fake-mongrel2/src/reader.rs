@@ -249,6 +249,9 @@ fn head_step_in(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8]) -> Step {
 fn request_step(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8], head: RequestHead<'_>) -> Step {
     let now = env.now;
     let settings = env.settings;
+    // the connection is HTTP from its parsed head on (Mongrel2's connection_identify_request
+    // runs before routing and before the body is read): replies are raw from here
+    conn.socket_mode = false;
     conn.reader.head_reads = 0;
     conn.reader.last_incomplete = false;
     let Some((pattern, handler)) = settings.route(head.path) else {
@@ -271,7 +274,6 @@ fn request_step(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8], head: RequestHe
         let pattern = pattern.to_vec();
         let body = head.body;
         drop(head);
-        conn.socket_mode = false;
         if expect_continue && conn.write(CONTINUE, false, now).is_err() {
             return Step::Done(Next::Close(CloseReason::Client));
         }
@@ -305,7 +307,6 @@ fn request_step(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8], head: RequestHe
     if expect_continue && conn.write(CONTINUE, false, now).is_err() {
         return Step::Done(Next::Close(CloseReason::Client));
     }
-    conn.socket_mode = false;
     conn.reader.continue_sent = false;
     conn.reader.head_limit = read_buffer::after_body(
         conn.reader.head_limit,
