@@ -1,5 +1,5 @@
-//! Stamps the build with a digest of the sources of the master (this crate) and the worker
-//! extension (`../wsgid-python`), so a worker can tell its master's build from another
+//! Stamps the build with a digest of the sources of the master (this crate), the worker
+//! extension (`../wsgid-python`) and the HTTP framing both build on (`../http1`), so a worker can tell its master's build from another
 //! (`wsgid::launch::BUILD`). The digest depends on the sources only: every build of one tree
 //! agrees, whatever features or profile.
 
@@ -24,7 +24,11 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn main() {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let mut all = Vec::new();
-    for dir in [root.join("src"), root.join("../wsgid-python/src")] {
+    for dir in [
+        root.join("src"),
+        root.join("../wsgid-python/src"),
+        root.join("../http1/src"),
+    ] {
         println!("cargo:rerun-if-changed={}", dir.display());
         files(&dir, &mut all);
     }

@@ -32,30 +32,42 @@ pub fn test_venv() -> PathBuf {
         .unwrap_or_else(|| crate::repo_root().join(".venv"))
 }
 
-/// The worker configuration every test starts from (`WorkerConfig` as JSON).
+/// The typed worker configuration every test starts from: what a master with
+/// `--wsgi-app <wsgi_app>` (and `--server-port 0`) would hand its workers, built from the one
+/// option schema (`wsgid::options::Options` turned into settings), so a new option reaches
+/// the tests with its default. `recv`/`send` are filled in by the caller.
+pub fn worker_config(app_path: &Path, wsgi_app: Option<&str>) -> wsgid::config::WorkerConfig {
+    let options = wsgid::options::Options {
+        wsgi_app: wsgi_app.map(str::to_string),
+        server_port: Some(0),
+        ..wsgid::options::Options::default()
+    };
+    let mut cfg =
+        wsgid::settings::Settings::from_options(app_path.to_path_buf(), options).worker_config(0);
+    // Empty: the lone worker names its own build (the test binary may be of another one).
+    cfg.build = String::new();
+    cfg
+}
+
+/// [`worker_config`] as JSON, for tests that tweak keys.
 pub fn base_config(app_path: &Path, wsgi_app: Option<&str>) -> Value {
-    json!({
-        "app_path": app_path,
-        "wsgi_app": wsgi_app,
-        "django": false,
-        "loader_dirs": [],
-        "python": null,
-        "recv": [],
-        "send": [],
-        "workers": 1,
-        "server_name": "localhost",
-        "server_port": 0,
-        "mongrel2_chroot": null,
-        "max_requests": 0,
-        "debug": false,
-        "filters": [],
-        "max_upload_size": null,
-        "keep_uploads": false,
-        "metrics_endpoint": null,
-        "access_log": null,
-        "access_log_format": null,
-        "envs": [],
-    })
+    serde_json::to_value(worker_config(app_path, wsgi_app)).expect("WorkerConfig serialises")
+}
+
+/// Panics unless `config` is a [`wsgid::config::WorkerConfig`] with no key it would ignore.
+pub fn check_worker_config(config: &Value) {
+    let typed: wsgid::config::WorkerConfig = serde_json::from_value(config.clone())
+        .unwrap_or_else(|e| panic!("not a WorkerConfig ({e}): {config}"));
+    let known = serde_json::to_value(typed).expect("WorkerConfig serialises");
+    let (Some(given), Some(known)) = (config.as_object(), known.as_object()) else {
+        panic!("expected a JSON object, found {config}");
+    };
+    for key in given.keys() {
+        assert!(
+            known.contains_key(key),
+            "\"{key}\" is not a WorkerConfig field (a misspelt tweak?): {config}"
+        );
+    }
 }
 
 /// One reply frame addressed to the test.
@@ -294,8 +306,11 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts a worker with `config` (its `recv`/`send` filled in by the caller).
+    /// Starts a worker with `config` (its `recv`/`send` filled in by the caller). A key that
+    /// is not a [`wsgid::config::WorkerConfig`] field, or a value of the wrong type, panics
+    /// here: a misspelt tweak would otherwise be ignored by the worker and test nothing.
     pub fn start(config: &Value) -> WorkerProcess {
+        check_worker_config(config);
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("wsgid.log");
         let log = std::fs::File::create(&log_path).expect("log file");

@@ -432,12 +432,23 @@ impl Master {
     /// Starts `wsgid --no-daemon --app-path <app> --recv/--send <sim> extra...`; its
     /// stdout/stderr go to `<app>/master.out`.
     pub fn start(app: &AppDir, sim: &Mongrel2Sim, extra: &[&str]) -> Master {
+        Master::start_env(app, sim, extra, &[])
+    }
+
+    /// [`Master::start`] with extra environment variables (e.g. `WSGID_*` options).
+    pub fn start_env(
+        app: &AppDir,
+        sim: &Mongrel2Sim,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Master {
         let log_path = app.path().join("master.out");
         let log = std::fs::File::create(&log_path).expect("master log");
         let child = Command::new(crate::bin_path("wsgid"))
             .args(["--no-daemon", "--app-path", app.path_str()])
             .args(["--recv", &sim.recv_spec, "--send", &sim.send_spec])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

@@ -14,10 +14,15 @@ use std::time::Instant;
 /// Runs `exchanges` on the real server and on the fake at the same time, asserts the
 /// transcripts are identical, and snapshots them.
 fn differential(group: &str, exchanges: Vec<Exchange>) {
+    differential_with(group, "", exchanges);
+}
+
+/// [`differential`] with `extra` settings (each `, "key": value`) added to the template's.
+fn differential_with(group: &str, extra: &str, exchanges: Vec<Exchange>) {
     let started = Instant::now();
     let (real, fake) = std::thread::scope(|s| {
-        let r = s.spawn(|| run_all(&mut start_real(), &exchanges));
-        let f = s.spawn(|| run_all(&mut start_fake(), &exchanges));
+        let r = s.spawn(|| run_all(&mut start_real_with(extra), &exchanges));
+        let f = s.spawn(|| run_all(&mut start_fake_with(extra), &exchanges));
         let f = f.join();
         let r = r.join();
         match (r, f) {
@@ -1022,6 +1027,26 @@ fn fuzz_found() {
                 Settle,
             ],
         ),
+        // a reply to a connection whose HTTP head arrived after a socket message, while the
+        // server waits for its body: raw, not base64 (seeds 300283 and 300699)
+        ex(
+            "socket_then_http_head_waiting_for_body",
+            vec![
+                Open(0),
+                Send(
+                    0,
+                    b"<chat type=\"x\"/>\0PATCH /nothere/xx HTTP/1.1\r\nContent-Length: 34\r\n\r\n"
+                        .to_vec(),
+                ),
+                Frame(JSON),
+                Consumed(0),
+                Settle,
+                Reply(JSON, vec![Tgt::C(0)], ok("raw")),
+                Read(0, ok("raw").len()),
+                Close(0),
+                Settle,
+            ],
+        ),
         ex(
             "http_then_socket_disconnect",
             vec![
@@ -1074,4 +1099,289 @@ fn fuzz_found() {
         ),
     ];
     differential("fuzz_found", v);
+}
+
+/// A request head with `lines` (each `Name: value`) after the request line.
+fn head_with(method: &str, path: &str, lines: &[String]) -> Vec<u8> {
+    let mut h = format!("{method} {path} HTTP/1.1\r\n");
+    for l in lines {
+        h.push_str(l);
+        h.push_str("\r\n");
+    }
+    h.push_str("\r\n");
+    h.into_bytes()
+}
+
+/// `X-H<i>: v<i>` for `i` in `range`.
+fn distinct(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("X-H{i}: v{i}")).collect()
+}
+
+/// `limits.header_count` (request.c `header_field_cb`): once the header hash holds that many
+/// distinct (lowercased) names, every further header line of the head is dropped, a repeat of a
+/// name already held included, and the framing headers (Content-Length, Transfer-Encoding,
+/// Expect) are read from what was kept. Mongrel2's own keys (`x-forwarded-for`, the upload
+/// keys) are still added. Checked with a small limit (8); `header_count_default` checks 1280.
+#[test]
+fn header_count() {
+    let with = |mut lines: Vec<String>, more: &[&str]| {
+        lines.extend(more.iter().map(|s| (*s).to_string()));
+        lines
+    };
+    let v = vec![
+        simple(
+            "hc_exactly_at_limit",
+            JSON,
+            head_with("GET", "/handler/hc", &distinct(0..8)),
+        ),
+        simple(
+            "hc_one_over",
+            JSON,
+            head_with("GET", "/handler/hc", &distinct(0..9)),
+        ),
+        simple(
+            "hc_one_over_tnet",
+            TNET,
+            head_with("GET", "/tnet/hc", &distinct(0..9)),
+        ),
+        simple(
+            "hc_repeat_after_full",
+            JSON,
+            head_with(
+                "GET",
+                "/handler/hc",
+                &with(distinct(0..8), &["X-H0: again"]),
+            ),
+        ),
+        simple(
+            "hc_repeats_before_full_count_once",
+            JSON,
+            head_with(
+                "GET",
+                "/handler/hc",
+                &with(
+                    vec!["X-H0: a".into(), "x-h0: b".into(), "X-h0: c".into()],
+                    &[
+                        "X-H1: 1", "X-H2: 2", "X-H3: 3", "X-H4: 4", "X-H5: 5", "X-H6: 6",
+                        "X-H7: 7", "X-H8: 8", "X-H0: d",
+                    ],
+                ),
+            ),
+        ),
+        simple(
+            "hc_client_xff_over_limit",
+            JSON,
+            head_with(
+                "GET",
+                "/handler/hc",
+                &with(distinct(0..8), &["X-Forwarded-For: 10.9.9.9"]),
+            ),
+        ),
+        simple(
+            "hc_client_xff_within_limit",
+            JSON,
+            head_with(
+                "GET",
+                "/handler/hc",
+                &with(
+                    vec!["X-Forwarded-For: 10.9.9.9".into()],
+                    &[
+                        "X-A: 1", "X-B: 2", "X-C: 3", "X-D: 4", "X-E: 5", "X-F: 6", "X-G: 7",
+                        "X-I: 8",
+                    ],
+                ),
+            ),
+        ),
+        simple(
+            "hc_expect_over_limit",
+            JSON,
+            head_with(
+                "GET",
+                "/handler/hc",
+                &with(distinct(0..8), &["Expect: nothing"]),
+            ),
+        ),
+        probe(
+            "hc_content_length_over_limit",
+            &[
+                head_with(
+                    "POST",
+                    "/handler/hc",
+                    &with(distinct(0..8), &["Content-Length: 5"]),
+                ),
+                b"hello".to_vec(),
+            ]
+            .concat(),
+        ),
+        probe(
+            "hc_chunked_over_limit",
+            &[
+                head_with(
+                    "POST",
+                    "/handler/hc",
+                    &with(distinct(0..8), &["Transfer-Encoding: chunked"]),
+                ),
+                b"5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+        ),
+        ex(
+            "hc_keepalive_starts_over",
+            vec![
+                Open(0),
+                Send(0, head_with("GET", "/handler/a", &distinct(0..9))),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("a")),
+                Read(0, ok("a").len()),
+                Send(0, head_with("GET", "/handler/b", &distinct(3..12))),
+                Frame(JSON),
+                Reply(JSON, vec![Tgt::C(0)], ok("b")),
+                Read(0, ok("a").len() + ok("b").len()),
+                Close(0),
+            ],
+        ),
+        ex(
+            "hc_upload_at_limit",
+            vec![
+                Open(0),
+                Send(
+                    0,
+                    head_with(
+                        "POST",
+                        "/handler/hc",
+                        &with(distinct(0..7), &["Content-Length: 3000", "X-Late: dropped"]),
+                    ),
+                ),
+                Frame(JSON),
+                Send(0, body(3000, 9)),
+                Frame(JSON),
+                UploadFile,
+                Reply(JSON, vec![Tgt::C(0)], ok("up")),
+                Read(0, ok("up").len()),
+                Close(0),
+            ],
+        ),
+    ];
+    differential_with("header_count", r#", "limits.header_count": 8"#, v);
+}
+
+/// `limits.header_count` at its default, 1280 distinct names (the head needs a bigger
+/// `limits.buffer_size` than the default 4 KiB to hold them).
+#[test]
+fn header_count_default() {
+    let v = vec![
+        simple(
+            "hc_default_at_limit",
+            JSON,
+            head_with("GET", "/handler/hc", &distinct(0..1280)),
+        ),
+        simple(
+            "hc_default_over",
+            JSON,
+            head_with("GET", "/handler/hc", &distinct(0..1283)),
+        ),
+    ];
+    differential_with(
+        "header_count_default",
+        r#", "limits.buffer_size": 65536"#,
+        v,
+    );
+}
+
+/// A GET whose head is `len` bytes long (an `X-Long` header fills it).
+fn long_get(path: &str, len: usize) -> Vec<u8> {
+    let start = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Long: ");
+    let fill = len.saturating_sub(start.len() + 4);
+    let mut h = start.into_bytes();
+    h.extend(std::iter::repeat_n(b'l', fill));
+    h.extend_from_slice(b"\r\n\r\n");
+    h
+}
+
+/// `first` (steps that end with the client served), then a GET whose head is `len` bytes long
+/// on the same connection; whatever happens is recorded.
+fn then_long_head(name: &'static str, mut first: Vec<Step>, len: usize) -> Exchange {
+    first.extend([
+        Send(0, long_get("/handler/after", len)),
+        FrameOrEof(0),
+        Settle,
+        Close(0),
+        Settle,
+    ]);
+    ex(name, first)
+}
+
+/// A chunked upload served on client 0's connection.
+fn chunked_upload_served() -> Vec<Step> {
+    vec![
+        Open(0),
+        Send(
+            0,
+            b"POST /handler/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+        ),
+        Frame(JSON),
+        Send(0, b"5\r\nhello\r\n0\r\n\r\n".to_vec()),
+        Frame(JSON),
+        Reply(JSON, vec![Tgt::C(0)], ok("up")),
+        Read(0, ok("up").len()),
+    ]
+}
+
+/// A Content-Length upload (3000 bytes, over `limits.content_length`) served on client 0's
+/// connection.
+fn length_upload_served() -> Vec<Step> {
+    vec![
+        Open(0),
+        Send(0, upload_head("/handler/up", 3000, "")),
+        Frame(JSON),
+        Send(0, body(3000, 3)),
+        Frame(JSON),
+        Reply(JSON, vec![Tgt::C(0)], ok("up")),
+        Read(0, ok("up").len()),
+    ]
+}
+
+/// The connection's read buffer after an upload (open seed 205293): Mongrel2 resizes it for the
+/// upload (`IOBuf_resize` to 100 KiB + 1 KiB for chunked, to `limits.content_length` for a
+/// Content-Length body) and never back, so the next head on the connection is held to that size
+/// instead of `limits.buffer_size`.
+#[test]
+fn buffer_after_upload() {
+    let v = vec![
+        then_long_head("buf_chunked_then_5000", chunked_upload_served(), 5000),
+        then_long_head("buf_chunked_then_20000", chunked_upload_served(), 20_000),
+        then_long_head("buf_length_then_1500", length_upload_served(), 1500),
+        then_long_head("buf_length_then_3000", length_upload_served(), 3000),
+        then_long_head("buf_length_then_5000", length_upload_served(), 5000),
+    ];
+    differential("buffer_after_upload", v);
+}
+
+/// An inline body longer than the read buffer grows it (`IOBuf_read_all`), for good.
+#[test]
+fn buffer_after_inline_body() {
+    let post = |n: usize| {
+        let mut p =
+            format!("POST /handler/in HTTP/1.1\r\nHost: localhost\r\nContent-Length: {n}\r\n\r\n")
+                .into_bytes();
+        p.extend(body(n, 5));
+        vec![
+            Open(0),
+            Send(0, p),
+            Frame(JSON),
+            Reply(JSON, vec![Tgt::C(0)], ok("in")),
+            Read(0, ok("in").len()),
+        ]
+    };
+    let v = vec![
+        then_long_head("buf_inline_1500_then_1400", post(1500), 1400),
+        then_long_head("buf_inline_1500_then_1600", post(1500), 1600),
+        then_long_head("buf_inline_500_then_1400", post(500), 1400),
+    ];
+    differential_with(
+        "buffer_after_inline_body",
+        r#", "limits.buffer_size": 1024"#,
+        v,
+    );
 }

@@ -333,33 +333,6 @@ fn reply_shapes() {
 }
 
 #[test]
-fn too_many_queued_frames_close_the_connection() {
-    let m2 = start_with(|_| {});
-    let h = handler(&m2);
-    let mut c = Client::connect(m2.http_addr());
-    c.send(&get("/slow"));
-    h.expect("request");
-    // the client never reads: big frames fill the socket buffers, then the queue of 16
-    let big = vec![b'z'; 1 << 20];
-    for _ in 0..40 {
-        h.reply(&[1], &big);
-    }
-    let mut disconnects = 0;
-    while let Some(f) = h.recv(Duration::from_secs(3)) {
-        assert!(is_disconnect(&f, 1));
-        disconnects += 1;
-    }
-    assert!(
-        disconnects > 0,
-        "frames after the kill become disconnect frames"
-    );
-    assert!(
-        c.read_to_eof(Duration::from_secs(30)),
-        "the connection is closed"
-    );
-}
-
-#[test]
 fn socket_messages_json_xml_ping_and_base64_replies() {
     let m2 = start_with(|s| {
         s.routes = vec![
@@ -581,16 +554,8 @@ fn drop_stops_the_server_and_closes_connections() {
 fn binary_reads_a_mongrel2_config_file_and_names_what_it_ignores() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
-    let text =
-        std::fs::read_to_string(conformance::fixtures_dir().join("mongrel2/differential.conf.in"))
-            .unwrap()
-            .replace("@PORT@", &ports[0].to_string())
-            .replace("@JSON_SEND@", &ports[1].to_string())
-            .replace("@JSON_RECV@", &ports[2].to_string())
-            .replace("@TNET_SEND@", &ports[3].to_string())
-            .replace("@TNET_RECV@", &ports[4].to_string())
-            .replace("@CHROOT@", &dir.path().display().to_string());
+    let ports: [u16; 5] = std::array::from_fn(|_| free_port());
+    let text = conformance::differential::config(&ports, &dir.path().display().to_string(), "");
     let conf = dir.path().join("m2.conf");
     std::fs::write(&conf, text).unwrap();
     let stderr = dir.path().join("stderr");
@@ -612,4 +577,66 @@ fn binary_reads_a_mongrel2_config_file_and_names_what_it_ignores() {
         HeaderProtocol::Tnetstring
     );
     assert!(p.interrupt().success());
+}
+
+/// The binary as a child on `127.0.0.1:0`; Drop kills it.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_binary_prints_the_address_it_really_listens_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let _child = Child(
+        std::process::Command::new(conformance::bin_path("fake-mongrel2"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--send",
+                "tcp://127.0.0.1:*",
+                "--recv",
+                "tcp://127.0.0.1:*",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("fake-mongrel2 runs"),
+    );
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + T;
+    while !text.contains("send_spec") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no startup lines within {T:?}: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fake-mongrel2: listening on http://"))
+        .unwrap_or_else(|| panic!("no listening line in {text:?}"));
+    let addr: std::net::SocketAddr = url.parse().expect("an address");
+    assert_ne!(addr.port(), 0, "the real port, not the one asked for");
+    let specs: Vec<&str> = text
+        .lines()
+        .find(|l| l.contains("send_spec"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let at = |k: &str| specs[specs.iter().position(|w| *w == k).unwrap() + 1];
+    let h = TestHandler::connect(at("send_spec"), at("recv_spec"));
+    let mut c = Client::connect(addr);
+    c.send(&get("/p"));
+    let f = h.expect("a request through the printed address");
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    h.reply(&[parse_request(&f).unwrap().conn_id], OK);
+    assert_eq!(c.read_at_least(OK.len(), T), OK);
 }

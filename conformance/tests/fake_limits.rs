@@ -1,8 +1,10 @@
 //! fake-mongrel2's resource limits through real sockets: Mongrel2's timeout sweep closes idle
 //! and slow clients, the connection cap refuses cleanly, backpressure keeps the server's
 //! memory flat when the handler is absent, slow, or the client does not read, and thousands
-//! of idle connections are held while a new client is served. No timing asserts: every wait
-//! polls an observable condition with a generous deadline.
+//! of idle connections are held while a new client is served; a client that does not read its
+//! replies is cut off; Mongrel2's limits on a request head (`limits.header_count`, the read
+//! buffer after a body). No timing asserts: every wait polls an observable condition with a
+//! generous deadline.
 
 use conformance::fake::{FakeProcess, start_with};
 use conformance::mongrel2::{Client, TestHandler, free_port};
@@ -301,6 +303,33 @@ fn client_not_reading_replies_is_bounded() {
     assert!(rest.len() < 64 << 20, "the connection was cut short");
 }
 
+#[test]
+fn too_many_queued_frames_close_the_connection() {
+    let m2 = start_with(|_| {});
+    let h = handler(&m2);
+    let mut c = Client::connect(m2.http_addr());
+    c.send(GET);
+    h.expect("request");
+    // the client never reads: big frames fill the socket buffers, then the queue of 16
+    let big = vec![b'z'; 1 << 20];
+    for _ in 0..40 {
+        h.reply(&[1], &big);
+    }
+    let mut disconnects = 0;
+    while let Some(f) = h.recv(Duration::from_secs(3)) {
+        assert!(is_disconnect(&f, 1));
+        disconnects += 1;
+    }
+    assert!(
+        disconnects > 0,
+        "frames after the kill become disconnect frames"
+    );
+    assert!(
+        c.read_to_eof(Duration::from_secs(30)),
+        "the connection is closed"
+    );
+}
+
 /// Raises this process's soft open-files limit to `want` (or the hard limit).
 fn raise_nofile(want: u64) -> u64 {
     let mut rl = libc::rlimit {
@@ -375,58 +404,139 @@ fn two_thousand_idle_connections_are_held_while_a_new_client_is_served() {
     }
 }
 
-/// The binary as a child on `127.0.0.1:0`; Drop kills it.
-struct Child(std::process::Child);
+/// The names of a parsed frame's headers that start with `x-h`, and the values of each.
+fn x_h_headers(frame: &[u8]) -> Vec<(String, usize)> {
+    let r = parse_request(frame).unwrap();
+    r.headers
+        .iter()
+        .filter(|(n, _)| n.starts_with(b"x-h"))
+        .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.len()))
+        .collect()
+}
 
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// `limits.header_count` at its default: once 1280 distinct names are held, every later header
+/// line of the head is dropped (a repeat of a held name and Content-Length too, so the body
+/// bytes are read as the next request: 400), as the real 1.12.2 does (differential suite,
+/// `header_count_default` and `header_count`).
+#[test]
+fn header_count_default_drops_every_line_after_1280_names() {
+    let m2 = start_with(|s| s.buffer_size = 64 * 1024);
+    let h = handler(&m2);
+    let mut head = String::from("POST /p HTTP/1.1\r\n");
+    for i in 0..1283 {
+        head.push_str(&format!("X-H{i}: v{i}\r\n"));
+    }
+    head.push_str("X-H0: again\r\nContent-Length: 5\r\n\r\nhello");
+    let mut c = Client::connect(m2.http_addr());
+    c.send(head.as_bytes());
+    let f = h.expect("the request frame");
+    let kept = x_h_headers(&f);
+    assert_eq!(kept.len(), 1280, "distinct names kept");
+    assert!(
+        kept.iter().all(|(_, n)| *n == 1),
+        "a repeat after the limit is dropped"
+    );
+    assert_eq!(kept.last().unwrap().0, "x-h1279");
+    let r = parse_request(&f).unwrap();
+    assert_eq!(r.header(b"content-length"), None);
+    assert_eq!(r.body, b"");
+    assert_eq!(r.header(b"x-forwarded-for"), Some(&b"127.0.0.1"[..]));
+    // "hello" is the next request head: a bad one
+    assert!(c.read_to_eof(T), "the connection closes after the 400");
+    assert!(
+        c.received.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "got {:?}",
+        String::from_utf8_lossy(&c.received)
+    );
+}
+
+/// `limits.header_count` from a config file: a small limit drops Expect (no 417) and later names;
+/// each request on a keep-alive connection counts anew.
+#[test]
+fn header_count_from_config_applies_to_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ];
+    let text = conformance::differential::config(
+        &ports,
+        &dir.path().display().to_string(),
+        r#", "limits.header_count": 3"#,
+    );
+    let (m2, warnings) = conformance::fake::start_from_config(&text);
+    assert!(
+        warnings.iter().all(|w| !w.contains("header_count")),
+        "{warnings:?}"
+    );
+    let h = handler(&m2);
+    let mut c = Client::connect(m2.http_addr());
+    let head = b"GET /handler/x HTTP/1.1\r\nX-H0: a\r\nX-H1: b\r\nx-h0: c\r\nX-H2: d\r\nExpect: junk\r\nX-H3: e\r\n\r\n";
+    for round in 1..=2 {
+        c.send(head);
+        let f = h.expect("the request frame");
+        assert_eq!(
+            x_h_headers(&f),
+            [
+                ("x-h0".to_string(), 2),
+                ("x-h1".into(), 1),
+                ("x-h2".into(), 1)
+            ],
+            "round {round}"
+        );
+        let r = parse_request(&f).unwrap();
+        assert_eq!(r.header(b"expect"), None);
+        h.reply(&[r.conn_id], OK);
+        c.read_at_least(OK.len() * round, T);
+        assert_eq!(c.received.len(), OK.len() * round, "round {round}: no 417");
     }
 }
 
+/// After an upload the connection's next head is held to the resized read buffer, not to
+/// `limits.buffer_size` (open seed 205293, verified on the real server by the differential
+/// suite's `buffer_after_upload`): 100 KiB + 1 KiB after a chunked upload, `limits.content_length`
+/// after a Content-Length one.
 #[test]
-fn the_binary_prints_the_address_it_really_listens_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("stderr");
-    let _child = Child(
-        std::process::Command::new(conformance::bin_path("fake-mongrel2"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--send",
-                "tcp://127.0.0.1:*",
-                "--recv",
-                "tcp://127.0.0.1:*",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("fake-mongrel2 runs"),
+fn heads_after_an_upload_are_held_to_the_resized_buffer() {
+    let m2 = start_with(|s| s.content_length_limit = 2048);
+    let h = handler(&m2);
+    let long_get = |len: usize| {
+        let mut g = b"GET /after HTTP/1.1\r\nX-Long: ".to_vec();
+        g.resize(len - 4, b'l');
+        g.extend_from_slice(b"\r\n\r\n");
+        g
+    };
+    let serve = |c: &mut Client, id: u64, total: usize| {
+        h.reply(&[id], OK);
+        c.read_at_least(total, T);
+        assert_eq!(c.received.len(), total);
+    };
+    // chunked upload, then a 20,000-byte head: forwarded
+    let mut c = Client::connect(m2.http_addr());
+    c.send(b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let id = parse_request(&h.expect("upload start")).unwrap().conn_id;
+    c.send(b"5\r\nhello\r\n0\r\n\r\n");
+    h.expect("upload done");
+    serve(&mut c, id, OK.len());
+    c.send(&long_get(20_000));
+    let f = h.expect("the long head after a chunked upload");
+    assert_eq!(parse_request(&f).unwrap().path, b"/after");
+    serve(&mut c, id, 2 * OK.len());
+    // Content-Length upload (over the 2048 limit), then a 3000-byte head: 400
+    let mut c = Client::connect(m2.http_addr());
+    c.send(b"POST /up HTTP/1.1\r\nContent-Length: 3000\r\n\r\n");
+    let id = parse_request(&h.expect("upload start")).unwrap().conn_id;
+    c.send(&[b'x'; 3000]);
+    h.expect("upload done");
+    serve(&mut c, id, OK.len());
+    c.send(&long_get(3000));
+    assert!(c.read_to_eof(T), "closed after the 400");
+    assert!(
+        c.received[OK.len()..].starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&c.received)
     );
-    let mut text = String::new();
-    wait_until("the startup lines", || {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("send_spec")
-    });
-    let url = text
-        .lines()
-        .find_map(|l| l.strip_prefix("fake-mongrel2: listening on http://"))
-        .unwrap_or_else(|| panic!("no listening line in {text:?}"));
-    let addr: std::net::SocketAddr = url.parse().expect("an address");
-    assert_ne!(addr.port(), 0, "the real port, not the one asked for");
-    let specs: Vec<&str> = text
-        .lines()
-        .find(|l| l.contains("send_spec"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let at = |k: &str| specs[specs.iter().position(|w| *w == k).unwrap() + 1];
-    let h = TestHandler::connect(at("send_spec"), at("recv_spec"));
-    let mut c = Client::connect(addr);
-    c.send(GET);
-    let f = h.expect("a request through the printed address");
-    h.reply(&[parse_request(&f).unwrap().conn_id], OK);
-    assert_eq!(c.read_at_least(OK.len(), T), OK);
 }

@@ -178,7 +178,11 @@ fn notifies_ready_reloading_stopping_and_workers_do_not_inherit_notify_socket() 
         .collect();
     for b in &after {
         let pid = b.split_whitespace().next().unwrap();
-        assert!(!old_pids.contains(&pid), "{pid} served before and after");
+        assert!(
+            !old_pids.contains(&pid),
+            "{pid} served before and after\n{}",
+            out()
+        );
         assert!(b.contains("notify=-"), "{b}");
     }
 
@@ -266,10 +270,12 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     };
     assert!(analyze.status.success());
     // `verify` wants an instance name and an ExecStart that exists: a copy pointing at the
-    // built binary, as an instance unit.
+    // built binary (the unit names the app folder's venv/bin/wsgid), as an instance unit.
     let dir = tempfile::tempdir().expect("temp dir");
     let bin = conformance::bin_path("wsgid");
-    let copy = text.replace("/usr/local/bin/wsgid", bin.to_str().unwrap());
+    let exec = "/srv/wsgid/%i/venv/bin/wsgid";
+    assert!(text.contains(exec), "the unit runs {exec}");
+    let copy = text.replace(exec, bin.to_str().unwrap());
     let path = dir.path().join("wsgid@demo.service");
     std::fs::write(&path, copy).unwrap();
     let out = Command::new("systemd-analyze")

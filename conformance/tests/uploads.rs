@@ -183,6 +183,40 @@ fn a_pre_upload_filter_hook_can_deny() {
 }
 
 #[test]
+fn an_upload_start_hook_admits_or_denies_each_upload() {
+    // The hook admits uploads under 100 bytes: its answer, per upload, is what counts.
+    let mut s = Setup::start(|cfg| cfg["filters"] = json!(["testfilters:AdmitSmallUploads"]));
+    s.spool("/tmp/upload.big002", 5000);
+    let id = s.gw.next_conn();
+    s.upload_start(id, "/upload", "/tmp/upload.big002", 5000);
+    let frame =
+        s.gw.recv_frame(conformance::gateway::REPLY_TIMEOUT)
+            .unwrap_or_else(|| panic!("no reply to the upload-start; log:\n{}", s.gw.log()));
+    assert_eq!((frame.ids, frame.payload.len()), (vec![id], 0));
+    // Admitted: no reply to the start, served at upload-done.
+    let digest = s.spool("/tmp/upload.small2", 10);
+    let id = s.gw.next_conn();
+    s.upload_start(id, "/upload", "/tmp/upload.small2", 10);
+    let resp = s.upload_done(id, "/upload", "/tmp/upload.small2", 10);
+    assert_eq!(resp.status, 200, "{}; log:\n{}", resp.text(), s.gw.log());
+    assert_eq!(resp.json()["sha256"], json!(digest));
+    assert_eq!(
+        s.calls()["/upload"],
+        json!(1),
+        "only the admitted upload reached the app"
+    );
+    // What the hook saw: wsgid 0.7's m2message of an upload-start.
+    let seen = s.gw.request(&TestRequest::get("/filter-log")).json();
+    assert_eq!(
+        seen,
+        json!([
+            ["upload_start", "/upload", "/tmp/upload.big002", true, false],
+            ["upload_start", "/upload", "/tmp/upload.small2", true, false],
+        ])
+    );
+}
+
+#[test]
 fn paths_leaving_the_upload_folder_are_refused_with_400() {
     let mut s = Setup::start(|_| {});
     let outside = s.chroot.path().join("secret");

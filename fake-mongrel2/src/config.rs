@@ -362,6 +362,11 @@ pub fn load(src: &str, server_uuid: Option<&str>) -> Result<Loaded, ConfigError>
                             ConfigError::Invalid("limits.buffer_size below 64".into())
                         })?;
                 }
+                "limits.header_count" => {
+                    settings.header_count = usize::try_from(as_num(v, &key)?).map_err(|_| {
+                        ConfigError::Invalid("limits.header_count is negative".into())
+                    })?;
+                }
                 "limits.handler_targets" => {
                     settings.handler_targets = usize::try_from(as_num(v, &key)?)
                         .ok()
@@ -714,5 +719,22 @@ mod tests {
         );
         let bad = format!("{base}settings = {{'limits.min_ping': -1}}\n");
         assert!(matches!(load(&bad, None), Err(ConfigError::Invalid(_))));
+    }
+    #[test]
+    fn header_count_is_read_and_defaults_to_1280() {
+        let base = "h = Handler(send_spec='a', send_ident='x', recv_spec='b', recv_ident='', protocol='json')\n\
+                    s = Server(uuid='u', port=1, bind_addr='127.0.0.1', hosts=[Host(name='h', routes={'/': h})])\n\
+                    servers = [s]\n";
+        assert_eq!(load(base, None).unwrap().settings.header_count, 1280);
+        let l = load(
+            &format!("{base}settings = {{'limits.header_count': 7}}\n"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(l.settings.header_count, 7);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let bad = format!("{base}settings = {{'limits.header_count': -1}}\n");
+        let err = load(&bad, None).unwrap_err().to_string();
+        assert!(err.contains("limits.header_count is negative"), "{err}");
     }
 }

@@ -195,11 +195,19 @@ fn target_grammar() -> &'static regex::bytes::Regex {
     })
 }
 
+/// Mongrel2's default `limits.header_count` (`128 * 10` in request.c).
+pub const DEFAULT_HEADER_COUNT: usize = 1280;
+
+/// [`parse_message_with`] at the default `limits.header_count`.
+pub fn parse_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
+    parse_message_with(buf, buffer_size, DEFAULT_HEADER_COUNT)
+}
+
 /// Looks at the start of `buf` and returns the first complete message, if any.
 ///
 /// `buffer_size` is Mongrel2's `limits.buffer_size`: a head (or socket message) that does not
-/// fit is a 400.
-pub fn parse_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
+/// fit is a 400. `header_count` is its `limits.header_count`: see [`HeaderCount`].
+pub fn parse_message_with(buf: &[u8], buffer_size: usize, header_count: usize) -> Parsed<'_> {
     match buf.first() {
         None => return Parsed::Incomplete,
         Some(b'@') | Some(b'<') => return parse_socket_message(buf, buffer_size),
@@ -224,7 +232,7 @@ pub fn parse_message(buf: &[u8], buffer_size: usize) -> Parsed<'_> {
     }
     let window = &buf[..buf.len().min(buffer_size)];
     match find_head_end(window) {
-        HeadEnd::Complete(head_len) => finish(&buf[..head_len]),
+        HeadEnd::Complete(head_len) => finish(&buf[..head_len], header_count),
         HeadEnd::Bad(why) => Parsed::Bad(why),
         HeadEnd::Incomplete => incomplete_or_too_big(buf, buffer_size),
     }
@@ -425,7 +433,48 @@ pub fn split_target(target: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>, Optio
     Some((path, before_frag, query, fragment))
 }
 
-fn finish(head: &[u8]) -> Parsed<'_> {
+/// Mongrel2's `limits.header_count` as request.c's `header_field_cb` applies it: the header
+/// hash holds at most `limit` distinct (lowercased) names, and once it is full every further
+/// header line is dropped, a repeat of a name already held included (the check comes before
+/// the lookup). Framing (Content-Length, Transfer-Encoding, Expect) is read from what was kept.
+/// Mongrel2's own keys (`x-forwarded-for`, the upload keys) are added after, past the limit.
+#[derive(Debug)]
+pub struct HeaderCount {
+    /// `limits.header_count`.
+    limit: usize,
+    /// The distinct names kept, once the lines kept reach `limit` (before that the hash
+    /// cannot be full: no set is built for ordinary heads).
+    names: Option<std::collections::HashSet<Vec<u8>>>,
+}
+
+impl HeaderCount {
+    /// An empty hash of at most `limit` names.
+    pub fn new(limit: usize) -> Self {
+        HeaderCount { limit, names: None }
+    }
+
+    /// Whether a header line named `name` (lowercased) is kept, given the `kept` lines so far
+    /// (in order); counts it when it is.
+    pub fn admit(&mut self, name: &[u8], kept: &[(Vec<u8>, &[u8])]) -> bool {
+        if self.names.is_none() {
+            if kept.len() < self.limit {
+                return true;
+            }
+            self.names = Some(kept.iter().map(|(n, _)| n.clone()).collect());
+        }
+        let names = self.names.as_mut().expect("built above");
+        if names.len() >= self.limit {
+            return false;
+        }
+        if !names.contains(name) {
+            names.insert(name.to_vec());
+        }
+        true
+    }
+}
+
+/// Parses a complete head (request line, header lines, blank line).
+fn finish(head: &[u8], header_count: usize) -> Parsed<'_> {
     let first_line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = trim_cr(&head[..first_line_end]);
     let mut parts = line.splitn(3, |&b| b == b' ');
@@ -437,8 +486,12 @@ fn finish(head: &[u8]) -> Parsed<'_> {
         return Parsed::Bad("invalid request target");
     };
     let mut headers: Vec<(Vec<u8>, &[u8])> = Vec::new();
+    let mut count = HeaderCount::new(header_count);
     if let HeadEnd::Bad(why) = scan_fields(head, first_line_end + 1, |name, value| {
-        headers.push((name.to_ascii_lowercase(), value));
+        let name = name.to_ascii_lowercase();
+        if count.admit(&name, &headers) {
+            headers.push((name, value));
+        }
     }) {
         return Parsed::Bad(why);
     }
@@ -675,6 +728,53 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// The names and values of a head parsed with `limits.header_count` = `limit`.
+    fn kept(lines: &str, limit: usize) -> Vec<(String, String)> {
+        let head = format!("GET / HTTP/1.1\r\n{lines}\r\n");
+        let Parsed::Request(r) = parse_message_with(head.as_bytes(), 1 << 16, limit) else {
+            panic!("not a request: {head:?}");
+        };
+        r.headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_count_drops_every_line_once_the_names_are_full() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        // repeats before the limit count once; after it even a held name is dropped
+        assert_eq!(
+            kept("A: 1\r\na: 2\r\nB: 3\r\nC: 4\r\nb: 5\r\nD: 6\r\n", 3),
+            pairs(&[("a", "1"), ("a", "2"), ("b", "3"), ("c", "4")])
+        );
+        // under the limit nothing is dropped, however many repeats
+        assert_eq!(kept("A: 1\r\nA: 2\r\nA: 3\r\nA: 4\r\n", 2).len(), 4);
+        // exactly at the limit
+        assert_eq!(kept("A: 1\r\nB: 2\r\n", 2).len(), 2);
+        // a zero limit keeps nothing (kazlib's hash is full at once)
+        assert!(kept("A: 1\r\n", 0).is_empty());
+        // the framing is read from the lines kept
+        let head = b"POST / HTTP/1.1\r\nA: 1\r\nContent-Length: 5\r\nExpect: x\r\n\r\n";
+        let Parsed::Request(r) = parse_message_with(head, 4096, 1) else {
+            panic!("not a request");
+        };
+        assert_eq!((r.body, r.expect_failed), (BodyKind::None, false));
+        let Parsed::Request(r) = parse_message(head, 4096) else {
+            panic!("not a request");
+        };
+        assert_eq!((r.body, r.expect_failed), (BodyKind::Length(5), true));
     }
 
     #[test]

@@ -14,15 +14,21 @@
 //! ```
 //!
 //! Pure logic (no sockets): [`http`] (request heads), [`chunked`], [`settings`] (routes),
-//! [`config`] (m2sh config files), [`frames`], [`dispatch`] (reply routing), [`limits`] (timeouts, connection cap). I/O: [`server`],
-//! [`upload`], [`trace`].
+//! [`config`] (m2sh config files), [`frames`], [`dispatch`] (reply routing), [`limits`] (timeouts, connection cap), [`answers`] (Mongrel2's
+//! own HTTP answers), [`read_buffer`] (the head size limit after a body). I/O: [`server`] (the event loop; each connection's input is handled by its
+//! reader, its output queued on the connection), [`upload`], [`trace`].
 
+pub mod answers;
 pub mod chunked;
 pub mod config;
+mod conn;
 pub mod dispatch;
 pub mod frames;
+mod handler_io;
 pub mod http;
 pub mod limits;
+pub mod read_buffer;
+mod reader;
 pub mod server;
 pub mod settings;
 pub mod trace;

@@ -56,6 +56,10 @@ struct Cli {
     /// limits.buffer_size: largest request head [default: 4096].
     #[arg(long)]
     buffer_size: Option<usize>,
+    /// limits.header_count: most distinct header names kept of a request head; every later
+    /// header line is dropped [default: 1280].
+    #[arg(long)]
+    header_count: Option<usize>,
     /// limits.min_ping: seconds without a request before a connection fails the ping test
     /// (0 = off) [default: 120].
     #[arg(long)]
@@ -170,6 +174,9 @@ fn settings_from(cli: &Cli) -> Result<Settings> {
             bail!("--buffer-size: expected at least 64, got {v}");
         }
         s.buffer_size = v;
+    }
+    if let Some(v) = cli.header_count {
+        s.header_count = v;
     }
     let l = &mut s.limits;
     if let Some(v) = cli.min_ping {

@@ -5,7 +5,7 @@
 //! Connection life cycle: an id per accepted TCP connection (from 1); readable bytes are parsed
 //! and forwarded (pipelined requests at once), uploads spooled to disk; reply payloads are
 //! written at once and only what the socket does not take is kept. Every close goes through
-//! [`Server::close`], which decides whether a disconnect frame is due.
+//! `Server::close`, which decides whether a disconnect frame is due.
 //!
 //! Bounded everywhere: a request frame the PUSH socket does not take (no handler connected,
 //! or the handlers are behind and its high-water mark is reached) parks its connection, which
@@ -14,50 +14,31 @@
 //! clients are swept as Mongrel2's `register.c` does ([`crate::limits`]); connections over the
 //! cap get a 503 and are closed.
 
-use crate::chunked::Dechunker;
+pub use crate::answers::{
+    BAD_REQUEST, EXPECTATION_FAILED, NOT_FOUND, SERVICE_UNAVAILABLE, TOO_LARGE,
+};
+use crate::conn::{CloseReason, Conn, NO_HANDLER, Next};
 use crate::dispatch::{self, Target};
-use crate::frames::{self, UploadStage};
-use crate::http::{self, BodyKind, Parsed, RequestHead, SocketMsgKind};
+use crate::handler_io::HandlerIo;
 use crate::limits::{self, Activity};
+use crate::reader::{Env, Reader, process};
 use crate::settings::Settings;
 use crate::trace::{Direction, TraceEvent, Tracer};
-use crate::upload;
 use base64::Engine as _;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Mongrel2's 400 answer, byte for byte.
-pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\nServer: Mongrel2/1.12.2\r\n\r\nBad Request";
-/// Mongrel2's 404 answer, byte for byte.
-pub const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 9\r\nServer: Mongrel2/1.12.2\r\n\r\nNot Found";
-/// The 413 answer when a body is over the limit and no upload.temp_store is set (shape assumed).
-pub const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 24\r\nServer: Mongrel2/1.12.2\r\n\r\nRequest Entity Too Large";
-/// Mongrel2's 417 answer (an `Expect` other than `100-continue`), byte for byte.
-pub const EXPECTATION_FAILED: &[u8] = b"HTTP/1.1 417 Expectation Failed\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 18\r\nServer: Mongrel2/1.12.2\r\n\r\nExpectation Failed";
-/// The answer to a connection over the connection cap (fake-mongrel2's own: Mongrel2 has no
-/// clean refusal, it runs out of file descriptors).
-pub const SERVICE_UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 19\r\nServer: Mongrel2/1.12.2\r\n\r\nService Unavailable";
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-/// Mongrel2 gives up on a request head (every one, keep-alive too) that is not complete within
-/// this many reads (CLIENT_READ_RETRIES = 5 parse attempts, the first one before any read).
-const HEAD_READS: u32 = 3;
 /// Bytes read from a socket at once (into the loop's scratch buffer).
 const READ_CHUNK: usize = 64 * 1024;
-/// Frames kept for a handler while its PUSH socket takes nothing (disconnect frames, and
-/// request frames of connections that closed while parked); the oldest are dropped beyond.
-const BACKLOG_CAP: usize = 65_536;
-/// A connection's read buffer is given back when idle and bigger than this.
-const KEEP_BUF: usize = 16 * 1024;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -90,234 +71,32 @@ pub enum StartError {
     Other(String),
 }
 
-/// Why a connection closed; decides the disconnect frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseReason {
-    /// The client closed (or a write failed): disconnect frame if a handler saw a request.
-    Client,
-    /// We answered 400/404/413/417: disconnect frame if a handler saw a request.
-    ServerError,
-    /// The limits sweep closed it (Mongrel2's `Register_disconnect`): no disconnect frame
-    /// (checked against the real 1.12.2: a served keep-alive connection closed by the sweep
-    /// gives the handler nothing).
-    TimedOut,
-    /// Zero-length reply: no disconnect frame.
-    Handler,
-    /// Too many queued reply frames: no disconnect frame for the close itself.
-    Killed,
-    /// The server is stopping.
-    Stopping,
-}
-
-const NO_HANDLER: usize = usize::MAX;
-
-/// What the input side of a connection is doing.
-enum Input {
-    /// Parsing request heads and socket messages.
-    Head,
-    /// Spooling a body to an upload file.
-    Upload(Box<Spool>),
-}
-
-/// An upload in progress.
-struct Spool {
-    /// Unbuffered: what has been read is in the file, as with Mongrel2.
-    file: std::fs::File,
-    /// The head, owned (parsed again for the done frame).
-    head: Vec<u8>,
-    handler: usize,
-    pattern: Vec<u8>,
-    reported: Vec<u8>,
-    /// `Some(left)` for a Content-Length body, `None` for chunked.
-    left: Option<u64>,
-    dechunker: Dechunker,
-}
-
-/// One pending write.
-struct Out {
-    bytes: Vec<u8>,
-    off: usize,
-    /// A reply payload (counted against `max_queued_frames`).
-    reply: bool,
-}
-
-/// One client connection.
-struct Conn {
-    id: u64,
-    stream: TcpStream,
-    peer: Vec<u8>,
-    rbuf: Vec<u8>,
-    start: usize,
-    input: Input,
-    /// Reads done since the current head started.
-    head_reads: u32,
-    /// The last parse of a head wanted more bytes.
-    last_incomplete: bool,
-    /// Head reads exhausted: the next read answers 400 (Mongrel2 reads once more).
-    extra_read: bool,
-    /// 100 Continue already written for the current head.
-    continue_sent: bool,
-    wbuf: VecDeque<Out>,
-    pending_replies: usize,
-    /// Close once everything queued is written.
-    close_after: Option<CloseReason>,
-    last_handler: usize,
-    socket_mode: bool,
-    /// A frame the PUSH socket did not take: the connection waits (is not read) until it is.
-    parked: Option<(usize, Vec<u8>)>,
-    /// Host path of an upload file still ours (deleted on close).
-    upload_path: Option<PathBuf>,
-    activity: Activity,
-}
-
-impl Conn {
-    /// Queues `bytes` behind earlier writes, writing what the socket takes now.
-    fn write(&mut self, bytes: &[u8], reply: bool, now: u64) -> std::io::Result<()> {
-        let mut off = 0;
-        if self.wbuf.is_empty() {
-            off = write_some(&mut self.stream, bytes, &mut self.activity, now)?;
-            if off == bytes.len() {
-                return Ok(());
-            }
-        }
-        if reply {
-            self.pending_replies += 1;
-        }
-        self.wbuf.push_back(Out {
-            bytes: bytes[off..].to_vec(),
-            off: 0,
-            reply,
-        });
-        Ok(())
-    }
-
-    /// Writes queued bytes until the socket is full.
-    fn flush(&mut self, now: u64) -> std::io::Result<()> {
-        while let Some(front) = self.wbuf.front_mut() {
-            let n = write_some(
-                &mut self.stream,
-                &front.bytes[front.off..],
-                &mut self.activity,
-                now,
-            )?;
-            front.off += n;
-            if front.off < front.bytes.len() {
-                return Ok(());
-            }
-            if front.reply {
-                self.pending_replies -= 1;
-            }
-            self.wbuf.pop_front();
-        }
-        Ok(())
-    }
-
-    /// Queues a server answer and closes once it is written.
-    fn answer_and_close(&mut self, bytes: &[u8], now: u64) -> Next {
-        if self.write(bytes, false, now).is_err() {
-            return Next::Close(CloseReason::Client);
-        }
-        self.close_after = Some(CloseReason::ServerError);
-        Next::Closing
-    }
-
-    /// Marks `n` request bytes consumed (Mongrel2's `Register_read` on commit).
-    fn consumed(&mut self, n: usize, now: u64) {
-        self.start += n;
-        self.activity.bytes_read += n as u64;
-        self.activity.last_read = now;
-        self.activity.last_ping = now;
-    }
-}
-
-/// Writes what the socket takes now (0 when full).
-fn write_some(
-    stream: &mut TcpStream,
-    bytes: &[u8],
-    activity: &mut Activity,
-    now: u64,
-) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < bytes.len() {
-        match stream.write(&bytes[done..]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if done > 0 {
-        activity.bytes_written += done as u64;
-        activity.last_write = now;
-    }
-    Ok(done)
-}
-
-/// What processing a connection's input came to.
-enum Next {
-    /// Everything buffered was handled: read more.
-    Read,
-    /// A frame is parked on a handler: stop until it is sent.
-    Parked,
-    /// An answer is queued; the connection closes once it is written.
-    Closing,
-    /// Close now.
-    Close(CloseReason),
-}
-
-/// One handler's sockets and what waits for its PUSH socket.
-struct HandlerIo {
-    push: zmq::Socket,
-    sub: zmq::Socket,
-    /// Frames owned by no connection (disconnects, frames of closed connections), sent first.
-    backlog: VecDeque<Vec<u8>>,
-    /// Parked connections in arrival order: (slot, id).
-    waiting: VecDeque<(usize, u64)>,
-}
-
-impl HandlerIo {
-    /// Whether frames are already waiting (a new frame must queue behind them).
-    fn busy(&self) -> bool {
-        !self.backlog.is_empty() || !self.waiting.is_empty()
-    }
-
-    /// Sends a connection-less frame now or keeps it (bounded) for later.
-    fn send_or_keep(&mut self, frame: Vec<u8>, handler: usize) {
-        if !self.busy() {
-            match self.push.send(&frame[..], zmq::DONTWAIT) {
-                Ok(()) => return,
-                Err(zmq::Error::EAGAIN) => {}
-                Err(e) => {
-                    tracing::warn!("handler {handler}: PUSH send failed: {e}");
-                    return;
-                }
-            }
-        }
-        if self.backlog.len() >= BACKLOG_CAP {
-            tracing::warn!("handler {handler}: {BACKLOG_CAP} frames waiting, oldest dropped");
-            self.backlog.pop_front();
-        }
-        self.backlog.push_back(frame);
-    }
-}
-
 /// What the handle and the loop share.
 struct Control {
+    /// The settings the server started with.
     settings: Settings,
+    /// Set by the handle to stop the loop.
     stop: AtomicBool,
+    /// Open connections (for [`FakeMongrel2::open_connections`]).
     open: AtomicUsize,
+    /// The connection cap.
     cap: usize,
+    /// Where frames in and out are reported.
     tracer: Tracer,
+    /// Wakes the loop (to see `stop`).
     waker: Waker,
 }
 
 /// A running fake-mongrel2 instance. Dropping it stops it.
 #[derive(Debug)]
 pub struct FakeMongrel2 {
+    /// The bound HTTP address.
     http_addr: SocketAddr,
+    /// Each handler's (send, recv) endpoints as bound.
     endpoints: Vec<(String, String)>,
+    /// What the loop shares.
     ctl: Arc<ControlHandle>,
+    /// The loop thread (taken on stop).
     thread: Option<JoinHandle<()>>,
 }
 
@@ -532,19 +311,29 @@ impl Drop for FakeMongrel2 {
 
 /// The event loop's state.
 struct Server {
+    /// What the handle shares (settings, stop flag, counters, tracer).
     ctl: Arc<Control>,
+    /// The epoll instance every socket is registered in.
     poll: Poll,
+    /// The HTTP listener.
     listener: TcpListener,
+    /// Connections by slot (the slot is the connection's poll token).
     conns: Vec<Option<Box<Conn>>>,
+    /// Slots free for reuse.
     free: Vec<usize>,
+    /// Connection id -> slot, for the open connections.
     ids: HashMap<u64, usize>,
+    /// The id the next accepted connection gets.
     next_id: u64,
+    /// Each handler's sockets and queues, by handler index.
     handlers: Vec<HandlerIo>,
     /// Scratch buffer for frames being built.
     out: Vec<u8>,
     /// Scratch buffer reads land in.
     scratch: Vec<u8>,
+    /// When the loop started (the clock of [`Server::now`]).
     started: Instant,
+    /// When the limits sweep runs next.
     next_sweep: Instant,
     /// accept() failed for lack of descriptors: retried when a connection closes.
     accept_paused: bool,
@@ -556,6 +345,7 @@ impl Server {
         self.started.elapsed().as_secs() + 1
     }
 
+    /// The event loop: runs until the handle asks it to stop, then closes every connection.
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         for h in 0..self.handlers.len() {
@@ -615,10 +405,12 @@ impl Server {
         }
     }
 
+    /// The connection in `slot`, if open.
     fn conn(&mut self, slot: usize) -> Option<&mut Conn> {
         self.conns.get_mut(slot).and_then(|c| c.as_deref_mut())
     }
 
+    /// Accepts every pending connection (a 503 to those over the cap).
     fn accept_all(&mut self) {
         loop {
             let (mut stream, peer) = match self.listener.accept() {
@@ -660,13 +452,7 @@ impl Server {
                 id,
                 stream,
                 peer: peer.ip().to_string().into_bytes(),
-                rbuf: Vec::new(),
-                start: 0,
-                input: Input::Head,
-                head_reads: 0,
-                last_incomplete: false,
-                extra_read: false,
-                continue_sent: false,
+                reader: Reader::new(self.ctl.settings.buffer_size),
                 wbuf: VecDeque::new(),
                 pending_replies: 0,
                 close_after: None,
@@ -720,6 +506,7 @@ impl Server {
         }
     }
 
+    /// Writes what the connection in `slot` has queued; closes it when due.
     fn on_writable(&mut self, slot: usize) {
         let now = self.now();
         let Some(conn) = self.conn(slot) else {
@@ -777,16 +564,7 @@ impl Server {
                 }
             }
             // compact: keep the buffer small while idle
-            if conn.start == conn.rbuf.len() {
-                conn.rbuf.clear();
-                conn.start = 0;
-                if conn.rbuf.capacity() > KEEP_BUF {
-                    conn.rbuf = Vec::new();
-                }
-            } else if conn.start > 0 {
-                conn.rbuf.drain(..conn.start);
-                conn.start = 0;
-            }
+            conn.reader.compact();
             let n = match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     self.close(slot, CloseReason::Client);
@@ -800,7 +578,7 @@ impl Server {
                     return;
                 }
             };
-            if conn.extra_read {
+            if conn.reader.extra_read {
                 // Mongrel2: too many reads for this head; it read once more, then answers
                 if let Next::Closing = conn.answer_and_close(BAD_REQUEST, now)
                     && !conn.wbuf.is_empty()
@@ -810,10 +588,7 @@ impl Server {
                 self.close(slot, CloseReason::ServerError);
                 return;
             }
-            if matches!(conn.input, Input::Head) && conn.last_incomplete {
-                conn.head_reads += 1;
-            }
-            conn.rbuf.extend_from_slice(&self.scratch[..n]);
+            conn.reader.push_read(&self.scratch[..n]);
         }
     }
 
@@ -869,6 +644,7 @@ impl Server {
         }
     }
 
+    /// Routes one reply frame of `handler` to its connections (see [`dispatch::plan`]).
     fn handle_reply(&mut self, handler: usize, frame: &[u8]) {
         let ids = &self.ids;
         let planned = dispatch::plan(frame, self.ctl.settings.handler_targets, |id| {
@@ -893,6 +669,7 @@ impl Server {
         }
     }
 
+    /// Tells `handler` that connection `id` is gone.
     fn disconnect_frame(&mut self, handler: usize, id: u64) {
         let spec = &self.ctl.settings.handlers[handler];
         let mut out = Vec::with_capacity(96);
@@ -901,6 +678,7 @@ impl Server {
         self.handlers[handler].send_or_keep(out, handler);
     }
 
+    /// Writes a reply payload to the connection in `slot` (an empty one closes it).
     fn deliver(&mut self, slot: usize, payload: &[u8], raw_payload: bool) {
         let now = self.now();
         let max_queued = self.ctl.settings.max_queued_frames;
@@ -967,342 +745,4 @@ impl Server {
             self.close(slot, CloseReason::TimedOut);
         }
     }
-}
-
-/// What input processing needs besides the connection.
-struct Env<'a> {
-    handlers: &'a mut [HandlerIo],
-    settings: &'a Settings,
-    tracer: &'a Tracer,
-    out: &'a mut Vec<u8>,
-    now: u64,
-}
-
-impl Env<'_> {
-    /// Sends the frame in `self.out` to `handler`, or parks `conn` with it.
-    fn send(&mut self, conn: &mut Conn, handler: usize) -> bool {
-        self.tracer.emit(Direction::ToHandler, handler, self.out);
-        conn.last_handler = handler;
-        let hio = &mut self.handlers[handler];
-        if !hio.busy() {
-            match hio.push.send(&self.out[..], zmq::DONTWAIT) {
-                Ok(()) => return true,
-                Err(zmq::Error::EAGAIN) => {}
-                Err(e) => {
-                    tracing::warn!("handler {handler}: PUSH send failed: {e}");
-                    return true;
-                }
-            }
-        }
-        conn.parked = Some((handler, std::mem::take(self.out)));
-        false
-    }
-}
-
-/// Handles the buffered input of `conn` as far as it goes.
-fn process(conn: &mut Conn, env: &mut Env<'_>) -> Next {
-    loop {
-        if conn.parked.is_some() {
-            return Next::Parked;
-        }
-        if conn.close_after.is_some() {
-            return Next::Closing;
-        }
-        let step = match conn.input {
-            Input::Head => head_step(conn, env),
-            Input::Upload(_) => upload_step(conn, env),
-        };
-        match step {
-            Step::Again => {}
-            Step::NeedMore => return Next::Read,
-            Step::Done(n) => return n,
-        }
-    }
-}
-
-/// The outcome of one step of input handling.
-enum Step {
-    /// Something was consumed: look again.
-    Again,
-    /// Nothing more to do without more bytes.
-    NeedMore,
-    /// Stop here.
-    Done(Next),
-}
-
-fn head_step(conn: &mut Conn, env: &mut Env<'_>) -> Step {
-    // the buffer is lent out so the parsed head can borrow it while the connection changes
-    let rbuf = std::mem::take(&mut conn.rbuf);
-    let step = head_step_in(conn, env, &rbuf);
-    conn.rbuf = rbuf;
-    step
-}
-
-fn head_step_in(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8]) -> Step {
-    let now = env.now;
-    let settings = env.settings;
-    let buffer_size = settings.buffer_size;
-    let buf = &rbuf[conn.start..];
-    if buf.is_empty() {
-        conn.last_incomplete = true;
-        return Step::NeedMore;
-    }
-    let parsed = http::parse_message(buf, buffer_size);
-    if conn.head_reads > HEAD_READS {
-        if matches!(parsed, Parsed::Incomplete) {
-            conn.extra_read = true;
-            return Step::NeedMore;
-        }
-        return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
-    }
-    match parsed {
-        Parsed::Incomplete => {
-            conn.last_incomplete = true;
-            Step::NeedMore
-        }
-        Parsed::Bad(why) => {
-            tracing::debug!("connection {}: 400 ({why})", conn.id);
-            Step::Done(conn.answer_and_close(BAD_REQUEST, now))
-        }
-        Parsed::Socket(msg) => {
-            let consumed = msg.consumed;
-            let Some((pattern, handler)) = settings.route(msg.path) else {
-                tracing::debug!("connection {}: socket message with no route", conn.id);
-                return Step::Done(conn.answer_and_close(NOT_FOUND, now));
-            };
-            let forward = msg.kind == SocketMsgKind::Xml || !http::is_ping(msg.body);
-            if forward {
-                let h = &settings.handlers[handler];
-                let kind = match msg.kind {
-                    SocketMsgKind::Json => protocol::SocketKind::Json,
-                    SocketMsgKind::Xml => protocol::SocketKind::Xml,
-                };
-                env.out.clear();
-                protocol::encode_socket_message(
-                    env.out,
-                    h.protocol,
-                    &h.send_ident,
-                    conn.id,
-                    kind,
-                    pattern,
-                    &conn.peer,
-                    msg.body,
-                );
-            }
-            conn.socket_mode = true;
-            conn.head_reads = 0;
-            conn.last_incomplete = false;
-            conn.consumed(consumed, now);
-            if forward {
-                env.send(conn, handler);
-            }
-            Step::Again
-        }
-        Parsed::Request(head) => request_step(conn, env, rbuf, head),
-    }
-}
-
-fn request_step(conn: &mut Conn, env: &mut Env<'_>, rbuf: &[u8], head: RequestHead<'_>) -> Step {
-    let now = env.now;
-    let settings = env.settings;
-    conn.head_reads = 0;
-    conn.last_incomplete = false;
-    let Some((pattern, handler)) = settings.route(head.path) else {
-        return Step::Done(conn.answer_and_close(NOT_FOUND, now));
-    };
-    if head.expect_failed {
-        return Step::Done(conn.answer_and_close(EXPECTATION_FAILED, now));
-    }
-    let head_len = head.head_len;
-    let avail = (rbuf.len() - conn.start - head_len) as u64;
-    let inline = match head.body {
-        BodyKind::None => Some(0),
-        BodyKind::Length(n) if n <= settings.content_length_limit => Some(n),
-        _ => None,
-    };
-    let expect_continue = head.expect_continue && !conn.continue_sent;
-    let Some(n) = inline else {
-        // the upload path: own the head, the buffer will be refilled with the body
-        let head_bytes = rbuf[conn.start..conn.start + head_len].to_vec();
-        let pattern = pattern.to_vec();
-        let body = head.body;
-        drop(head);
-        conn.socket_mode = false;
-        if expect_continue && conn.write(CONTINUE, false, now).is_err() {
-            return Step::Done(Next::Close(CloseReason::Client));
-        }
-        return start_upload(conn, env, head_bytes, handler, pattern, body);
-    };
-    if n > avail {
-        // wait for the whole inline body (at most limits.content_length bytes)
-        if expect_continue {
-            conn.continue_sent = true;
-            if conn.write(CONTINUE, false, now).is_err() {
-                return Step::Done(Next::Close(CloseReason::Client));
-            }
-        }
-        return Step::NeedMore;
-    }
-    let body_start = conn.start + head_len;
-    let n = n as usize;
-    env.out.clear();
-    frames::request_frame(
-        env.out,
-        &settings.handlers[handler],
-        conn.id,
-        &head,
-        pattern,
-        &conn.peer,
-        UploadStage::None,
-        &rbuf[body_start..body_start + n],
-    );
-    drop(head);
-    // the client sees 100 Continue before the handler can see the request
-    if expect_continue && conn.write(CONTINUE, false, now).is_err() {
-        return Step::Done(Next::Close(CloseReason::Client));
-    }
-    conn.socket_mode = false;
-    conn.continue_sent = false;
-    conn.consumed(head_len + n, now);
-    env.send(conn, handler);
-    Step::Again
-}
-
-fn start_upload(
-    conn: &mut Conn,
-    env: &mut Env<'_>,
-    head_bytes: Vec<u8>,
-    handler: usize,
-    pattern: Vec<u8>,
-    body: BodyKind,
-) -> Step {
-    let now = env.now;
-    let settings = env.settings;
-    let Some(template) = settings.upload_temp_store.as_deref() else {
-        return Step::Done(conn.answer_and_close(TOO_LARGE, now));
-    };
-    let temp = match upload::create(template, settings.chroot.as_deref(), settings.upload_mode) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(
-                "connection {}: cannot create upload temp file: {e}",
-                conn.id
-            );
-            return Step::Done(conn.answer_and_close(TOO_LARGE, now));
-        }
-    };
-    let Parsed::Request(head) = http::parse_message(&head_bytes, settings.buffer_size) else {
-        let _ = std::fs::remove_file(&temp.host_path);
-        return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
-    };
-    conn.upload_path = Some(temp.host_path);
-    env.out.clear();
-    frames::request_frame(
-        env.out,
-        &settings.handlers[handler],
-        conn.id,
-        &head,
-        &pattern,
-        &conn.peer,
-        UploadStage::Start(&temp.reported),
-        b"",
-    );
-    drop(head);
-    let len = head_bytes.len();
-    conn.consumed(len, now);
-    conn.continue_sent = false;
-    conn.input = Input::Upload(Box::new(Spool {
-        file: temp.file,
-        head: head_bytes,
-        handler,
-        pattern,
-        reported: temp.reported,
-        left: match body {
-            BodyKind::Length(n) => Some(n),
-            _ => None,
-        },
-        dechunker: Dechunker::with_trailer_limit(settings.content_length_limit as usize),
-    }));
-    env.send(conn, handler);
-    Step::Again
-}
-
-fn upload_step(conn: &mut Conn, env: &mut Env<'_>) -> Step {
-    let now = env.now;
-    let Input::Upload(spool) = &mut conn.input else {
-        return Step::Again;
-    };
-    let buf = &conn.rbuf[conn.start..];
-    let mut disk_ok = true;
-    let (used, done) = match &mut spool.left {
-        Some(left) => {
-            let take = (buf.len() as u64).min(*left) as usize;
-            if take > 0 && spool.file.write_all(&buf[..take]).is_err() {
-                disk_ok = false;
-            }
-            *left -= take as u64;
-            (take, *left == 0)
-        }
-        None => {
-            let file = &mut spool.file;
-            let fed = spool.dechunker.feed(buf, &mut |data| {
-                if disk_ok && file.write_all(data).is_err() {
-                    disk_ok = false;
-                }
-            });
-            match fed {
-                Ok(n) => (n, spool.dechunker.is_done()),
-                Err(_) => {
-                    // Mongrel2 drops the upload and the connection without an answer (what
-                    // was already queued, a 100 Continue, goes out first)
-                    return Step::Done(conn.answer_and_close(b"", now));
-                }
-            }
-        }
-    };
-    if used > 0 {
-        conn.consumed(used, now);
-    }
-    if !disk_ok {
-        tracing::warn!("connection {}: writing the upload failed", conn.id);
-        return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
-    }
-    if !done {
-        return Step::NeedMore;
-    }
-    let Input::Upload(spool) = std::mem::replace(&mut conn.input, Input::Head) else {
-        return Step::Again;
-    };
-    let Spool {
-        mut file,
-        head,
-        handler,
-        pattern,
-        reported,
-        ..
-    } = *spool;
-    if file.flush().is_err() {
-        tracing::warn!("connection {}: writing the upload failed", conn.id);
-        return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
-    }
-    drop(file);
-    // the file is the handler's now
-    conn.upload_path = None;
-    let Parsed::Request(head) = http::parse_message(&head, env.settings.buffer_size) else {
-        return Step::Done(conn.answer_and_close(BAD_REQUEST, now));
-    };
-    env.out.clear();
-    frames::request_frame(
-        env.out,
-        &env.settings.handlers[handler],
-        conn.id,
-        &head,
-        &pattern,
-        &conn.peer,
-        UploadStage::Done(&reported),
-        b"",
-    );
-    drop(head);
-    env.send(conn, handler);
-    Step::Again
 }

@@ -71,6 +71,9 @@ pub struct Settings {
     pub upload_mode: u32,
     /// `limits.buffer_size`: largest request head.
     pub buffer_size: usize,
+    /// `limits.header_count`: most distinct header names kept of a head (see
+    /// [`crate::http::HeaderCount`]).
+    pub header_count: usize,
     /// `limits.handler_targets`: most ids in one reply frame.
     pub handler_targets: usize,
     /// Undelivered reply frames allowed per connection before it is killed (Mongrel2's
@@ -91,6 +94,7 @@ impl Default for Settings {
             chroot: None,
             upload_mode: 0o600,
             buffer_size: 4096,
+            header_count: crate::http::DEFAULT_HEADER_COUNT,
             handler_targets: protocol::MAX_REPLY_IDS,
             max_queued_frames: 16,
             limits: Limits::default(),

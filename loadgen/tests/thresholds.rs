@@ -32,6 +32,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Asserts that loadgen exited with `code` (0 passed, 99 a threshold failed, 1 loadgen failed,
+/// 2 usage); `what` names the case, and the message shows loadgen's stderr.
+#[track_caller]
+fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: exit status {:?}, stderr: {}",
+        out.status,
+        stderr(out)
+    );
+}
+
 /// An HTTP server in this test answering `500` with an empty body to every request
 /// (thread per connection, keep-alive).
 fn error_server() -> String {
@@ -104,7 +117,7 @@ fn passing_thresholds_exit_0_and_the_report_has_them_and_the_start_time() {
         &json,
     );
     let after = now_ms();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_exit(&out, 0, "passing thresholds");
     assert!(
         !stderr(&out).contains("threshold failed"),
         "{}",
@@ -179,7 +192,7 @@ fn a_failing_threshold_exits_99_and_says_what_was_measured() {
         ],
         &json,
     );
-    assert_eq!(out.status.code(), Some(99), "stderr: {}", stderr(&out));
+    assert_exit(&out, 99, "a failing threshold");
     let err = stderr(&out);
     assert!(
         err.contains("loadgen: threshold failed: completed>1000000: measured 400"),
@@ -222,7 +235,7 @@ fn error_rate_against_a_server_answering_500() {
         ],
         &json,
     );
-    assert_eq!(out.status.code(), Some(99), "stderr: {}", stderr(&out));
+    assert_exit(&out, 99, "5xx over the error limit");
     let err = stderr(&out);
     assert!(
         err.contains("threshold failed: errors<0.1%: measured 100.000% (100 of 100 requests)"),
@@ -259,7 +272,7 @@ fn loadgen_failing_itself_exits_1_not_99() {
         ],
         &dir.path().join("r.json"),
     );
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert_exit(&out, 1, "missing --body-file");
     assert!(stderr(&out).contains("--body-file"), "{}", stderr(&out));
     // The run was done but its report could not be written: also loadgen's failure, even
     // though a threshold failed too.
@@ -276,7 +289,7 @@ fn loadgen_failing_itself_exits_1_not_99() {
         ],
         &dir.path().join("no-such-dir").join("r.json"),
     );
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert_exit(&out, 1, "report not writable");
 }
 
 #[test]
@@ -306,7 +319,7 @@ fn a_bad_expression_is_a_usage_error_naming_what_was_expected() {
             .stdin(Stdio::null())
             .output()
             .expect("run loadgen");
-        assert_eq!(out.status.code(), Some(2), "{expr}: {}", stderr(&out));
+        assert_exit(&out, 2, expr);
         let err = stderr(&out);
         assert!(
             err.contains("--fail-if") && err.contains(expected),
@@ -339,7 +352,7 @@ fn the_plot_has_time_ticks_both_p99_series_and_visible_target_lines() {
         .stdin(Stdio::null())
         .output()
         .expect("run loadgen");
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_exit(&out, 0, "plot run");
     let text = std::fs::read_to_string(&svg).expect("svg written");
     let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
     let r = report(&json);

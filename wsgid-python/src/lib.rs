@@ -11,6 +11,7 @@
 pub mod filters;
 pub mod loader;
 pub mod python;
+pub mod reply;
 pub mod transport;
 pub mod worker;
 

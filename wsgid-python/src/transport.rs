@@ -15,6 +15,19 @@
 //! another process, looks there), and stamped requests carry the board's mark from their
 //! arrival, so a request whose client already left is skipped.
 //!
+//! **Generations.** Each front end has a generation ([`Generations`]), bumped whenever its
+//! request connection drops while the worker is not leaving: Mongrel2 restarted (its
+//! connection ids start again, so a reply for an old connection would reach a new client
+//! with the same id), or the link was lost long enough for the heartbeat ([`Liveness`]) to
+//! give up. Every request is stamped with its front end's generation when taken in (the
+//! frames still queued from the old connection are taken in, with the old stamp, before the
+//! bump), and a reply whose request is of an older generation is dropped and counted, never
+//! sent to the new incarnation. The hand-off at exit closes the request connections itself:
+//! those closes are not a new generation.
+//!
+//! **Liveness.** Every socket heartbeats and reconnects as [`Liveness`] says, so a front end
+//! (or this host) that vanishes without a word is noticed in seconds on both ends.
+//!
 //! **Replies.** [`Outbox`] sends on the request's front end. A front end whose Mongrel2 has not
 //! subscribed yet gets its reply held (up to [`SUBSCRIBE_WAIT`]) until the subscription
 //! arrives, else the reply is dropped with a log line. The XPUB sockets have a bounded queue
@@ -24,15 +37,18 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+use zmq::SocketEvent;
 
 use wsgid::worker::disconnects::{ClientKey, Disconnects};
 use wsgid::worker::frames::{disconnect_of, sender_and_conn};
 use wsgid::worker::ledger::Ledger;
+use wsgid::worker::liveness::Liveness;
 use wsgid::worker::{handoff, signals};
 
 /// Frames the receiving thread may hand over before the serving thread takes them.
@@ -101,6 +117,63 @@ pub struct Inbound {
     pub mark: u64,
     /// Whether it is recorded in the worker's ledger (finish it there once handled).
     pub recorded: bool,
+    /// Its front end's generation when it arrived (see [`Generations`]).
+    pub generation: u64,
+}
+
+/// Each front end's generation (how many times its request connection was lost while the
+/// worker was not leaving), the generation of the request being answered, and how many reply
+/// frames were dropped because their request was of an older generation.
+#[derive(Debug)]
+pub struct Generations {
+    current: Vec<AtomicU64>,
+    serving: AtomicU64,
+    stale: AtomicU64,
+}
+
+impl Generations {
+    /// Generation 0 for each of `fronts` front ends.
+    pub fn new(fronts: usize) -> Generations {
+        Generations {
+            current: (0..fronts).map(|_| AtomicU64::new(0)).collect(),
+            serving: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        }
+    }
+
+    /// The current generation of front end `fe`.
+    pub fn current(&self, fe: usize) -> u64 {
+        self.current
+            .get(fe)
+            .map_or(0, |g| g.load(Ordering::Acquire))
+    }
+
+    /// A new generation of front end `fe` (its request connection was lost); returns it.
+    pub fn bump(&self, fe: usize) -> u64 {
+        self.current
+            .get(fe)
+            .map_or(0, |g| g.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// The replies that follow answer a request of generation `generation`.
+    pub fn serve(&self, generation: u64) {
+        self.serving.store(generation, Ordering::Relaxed);
+    }
+
+    /// Whether a reply to front end `fe` now answers a request of an older generation.
+    pub fn is_stale(&self, fe: usize) -> bool {
+        self.serving.load(Ordering::Relaxed) != self.current(fe)
+    }
+
+    /// Counts one dropped stale reply frame; returns the count so far.
+    fn count_stale(&self) -> u64 {
+        self.stale.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Reply frames dropped so far because their request was of an older generation.
+    pub fn stale_replies(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
+    }
 }
 
 /// What the receiving thread hands over.
@@ -121,6 +194,7 @@ pub struct Intake {
     ctl_write: RawFd,
     thread: Option<JoinHandle<()>>,
     closed: bool,
+    generations: Arc<Generations>,
 }
 
 /// The channel's receiver lent to the closure run without the GIL.
@@ -143,24 +217,50 @@ pub enum Next {
 }
 
 impl Intake {
-    /// Connects one PULL socket per `recv` endpoint and starts the receiving thread.
+    /// Connects one PULL socket per `recv` endpoint (with `liveness`'s heartbeats), watches
+    /// each one's connection for the front end's generations, and starts the receiving
+    /// thread.
     pub fn start(
         ctx: &zmq::Context,
         recv: &[String],
         board: Arc<Disconnects>,
         ledger: Option<Arc<Ledger>>,
+        liveness: Liveness,
     ) -> Result<Intake, TransportError> {
         let mut pulls = Vec::with_capacity(recv.len());
-        for ep in recv {
+        let mut monitors = Vec::with_capacity(recv.len());
+        for (i, ep) in recv.iter().enumerate() {
             let pull = ctx
                 .socket(zmq::PULL)
                 .map_err(zerr("creating a request socket"))?;
             pull.set_rcvhwm(PULL_HWM)
                 .map_err(zerr("setting the request socket's high-water mark"))?;
+            liveness
+                .apply(&pull)
+                .map_err(zerr("setting the request socket's heartbeats"))?;
+            // Watched before it connects, so no disconnect goes unseen.
+            let endpoint = format!("inproc://wsgid-pull-monitor-{}-{i}", std::process::id());
+            let events = SocketEvent::DISCONNECTED as i32 | SocketEvent::HANDSHAKE_SUCCEEDED as i32;
+            let monitor = pull
+                .monitor(&endpoint, events)
+                .and_then(|()| ctx.socket(zmq::PAIR))
+                .and_then(|m| m.connect(&endpoint).map(|()| m))
+                .map_err(zerr(format!("watching the request socket of {ep}")))?;
+            monitor
+                .set_linger(0)
+                .map_err(zerr("setting the request monitor's linger"))?;
             pull.connect(ep)
                 .map_err(zerr(format!("connecting the request socket to {ep}")))?;
             pulls.push(pull);
+            monitors.push(Monitor {
+                socket: monitor,
+                endpoint: ep.clone(),
+                next_is_event: true,
+                last_event: 0,
+                connected_once: false,
+            });
         }
+        let generations = Arc::new(Generations::new(recv.len()));
         let mut fds = [0; 2];
         // SAFETY: pipe2 with a valid two-int array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -172,11 +272,12 @@ impl Intake {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let receiver = ReceivingThread {
             pulls,
+            monitors,
+            generations: generations.clone(),
             tx,
             ctl_read: fds[0],
             board,
             ledger,
-            ctx: ctx.clone(),
             peers: handoff::tcp_peers(recv),
             stop_seen: false,
         };
@@ -192,7 +293,19 @@ impl Intake {
             ctl_write: fds[1],
             thread: Some(thread),
             closed: false,
+            generations,
         })
+    }
+
+    /// The front ends' generations (shared with the [`Outbox`] that answers these requests).
+    pub fn generations(&self) -> Arc<Generations> {
+        self.generations.clone()
+    }
+
+    /// The replies that follow answer `inbound` (they are dropped if its front end has a new
+    /// generation since it arrived).
+    pub fn answering(&self, inbound: &Inbound) {
+        self.generations.serve(inbound.generation);
     }
 
     /// The next frame, waiting up to `wait` with the GIL released.
@@ -269,13 +382,53 @@ impl Drop for Intake {
     }
 }
 
+/// The monitor of one PULL socket: its connection events.
+struct Monitor {
+    socket: zmq::Socket,
+    endpoint: String,
+    /// Whether the next frame is an event frame (else the endpoint frame that follows one).
+    next_is_event: bool,
+    /// The event of the last event frame.
+    last_event: u16,
+    /// Whether the front end was ever connected (to tell a reconnect in the log).
+    connected_once: bool,
+}
+
+/// What [`Monitor::events`] saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    disconnected: usize,
+    connected: usize,
+}
+
+impl Monitor {
+    /// Reads every event queued now.
+    fn events(&mut self) -> Seen {
+        let mut seen = Seen::default();
+        while let Ok(frame) = self.socket.recv_bytes(zmq::DONTWAIT) {
+            if self.next_is_event && frame.len() >= 2 {
+                self.last_event = u16::from_le_bytes([frame[0], frame[1]]);
+                if i32::from(self.last_event) == SocketEvent::DISCONNECTED as i32 {
+                    seen.disconnected += 1;
+                } else if i32::from(self.last_event) == SocketEvent::HANDSHAKE_SUCCEEDED as i32 {
+                    seen.connected += 1;
+                }
+            }
+            self.next_is_event = !self.socket.get_rcvmore().unwrap_or(false);
+        }
+        seen
+    }
+}
+
 struct ReceivingThread {
     pulls: Vec<zmq::Socket>,
+    /// One per PULL socket, same index.
+    monitors: Vec<Monitor>,
+    generations: Arc<Generations>,
     tx: SyncSender<Event>,
     ctl_read: RawFd,
     board: Arc<Disconnects>,
     ledger: Option<Arc<Ledger>>,
-    ctx: zmq::Context,
     peers: Vec<std::net::SocketAddr>,
     stop_seen: bool,
 }
@@ -286,6 +439,7 @@ impl ReceivingThread {
             let mut items: Vec<zmq::PollItem<'_>> = self
                 .pulls
                 .iter()
+                .chain(self.monitors.iter().map(|m| &m.socket))
                 .map(|p| p.as_poll_item(zmq::POLLIN))
                 .collect();
             items.push(zmq::PollItem::from_fd(self.ctl_read, zmq::POLLIN));
@@ -299,10 +453,13 @@ impl ReceivingThread {
                     break;
                 }
             }
-            let n = self.pulls.len();
+            let n = self.pulls.len() + self.monitors.len();
             let ctl = items[n].is_readable();
             let wake = !self.stop_seen && items[n + 1].is_readable();
             drop(items);
+            if !self.watch_connections() {
+                return;
+            }
             if wake || (!self.stop_seen && signals::stop_requested()) {
                 self.stop_seen = true;
                 let _ = self.tx.try_send(Event::Wake);
@@ -311,13 +468,45 @@ impl ReceivingThread {
                 self.close();
                 return;
             }
-            for fe in 0..n {
-                if !self.take_queued(fe) {
-                    return;
-                }
+            if !self.take_all() {
+                return;
             }
         }
         let _ = self.tx.send(Event::Closed);
+    }
+
+    /// Reads the connection events of every front end: a lost request connection starts a
+    /// new generation of that front end, once the frames the old connection still queued are
+    /// taken in (they keep the old generation). False when the serving thread is gone.
+    fn watch_connections(&mut self) -> bool {
+        for fe in 0..self.monitors.len() {
+            let seen = self.monitors[fe].events();
+            if seen.disconnected > 0 {
+                if !self.take_queued(fe) {
+                    return false;
+                }
+                let generation = self.generations.bump(fe);
+                if let Some(l) = &self.ledger {
+                    l.forget_front_end(fe);
+                }
+                tracing::warn!(
+                    "the request connection to the front end at {} was lost (it restarted, or \
+                     the network failed): replies to requests taken before are dropped \
+                     (generation {generation})",
+                    self.monitors[fe].endpoint
+                );
+            }
+            if seen.connected > 0 {
+                let m = &mut self.monitors[fe];
+                if m.connected_once {
+                    tracing::info!("connected again to the front end at {}", m.endpoint);
+                } else {
+                    tracing::debug!("connected to the front end at {}", m.endpoint);
+                }
+                m.connected_once = true;
+            }
+        }
+        true
     }
 
     /// Hands every frame the PULL socket of `fe` holds right now over (waiting while the
@@ -338,6 +527,7 @@ impl ReceivingThread {
                     msg,
                     mark,
                     recorded: false,
+                    generation: self.generations.current(fe),
                 }));
                 continue;
             }
@@ -358,6 +548,7 @@ impl ReceivingThread {
                 msg,
                 mark,
                 recorded,
+                generation: self.generations.current(fe),
             });
             if self.tx.send(ev).is_err() {
                 return false;
@@ -404,50 +595,27 @@ impl ReceivingThread {
     }
 
     /// Half-closes the request connections and takes in frames until each was closed by
-    /// Mongrel2. False when there was no connection to hand off (or no monitor).
+    /// Mongrel2. False when there was no connection to hand off (or no monitor). The closes
+    /// it causes are the worker's own: they do not start a new generation.
     fn hand_off(&mut self) -> bool {
         let fds = handoff::connections_to(&self.peers);
-        if fds.is_empty() {
+        if fds.is_empty() || self.monitors.is_empty() {
             return false;
         }
-        let disconnected = zmq::SocketEvent::DISCONNECTED as i32;
-        let mut monitors = Vec::with_capacity(self.pulls.len());
-        for (i, pull) in self.pulls.iter().enumerate() {
-            let endpoint = format!("inproc://wsgid-pull-monitor-{}-{i}", std::process::id());
-            let monitor = pull
-                .monitor(&endpoint, disconnected)
-                .and_then(|()| self.ctx.socket(zmq::PAIR))
-                .and_then(|m| m.connect(&endpoint).map(|()| m));
-            match monitor {
-                Ok(m) => {
-                    let _ = m.set_linger(0);
-                    monitors.push(m);
-                }
-                Err(e) => {
-                    tracing::warn!("cannot monitor the request socket: {e}");
-                    return false;
-                }
-            }
+        // Events from before the hand-off are still the front end's own.
+        if !self.watch_connections() {
+            return true;
         }
         let n = fds.iter().filter(|&&fd| handoff::half_close(fd)).count();
         let start = Instant::now();
         let deadline = start + HANDOFF_MAX;
         let mut gone = 0;
-        let mut first_frame = vec![true; monitors.len()];
         while gone < n {
             if !self.take_all() {
                 break;
             }
-            for (m, first) in monitors.iter().zip(first_frame.iter_mut()) {
-                while let Ok(frame) = m.recv_bytes(zmq::DONTWAIT) {
-                    if *first
-                        && frame.len() >= 2
-                        && i32::from(u16::from_le_bytes([frame[0], frame[1]])) == disconnected
-                    {
-                        gone += 1;
-                    }
-                    *first = !m.get_rcvmore().unwrap_or(false);
-                }
+            for m in &mut self.monitors {
+                gone += m.events().disconnected;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if gone >= n || left.is_zero() {
@@ -456,7 +624,7 @@ impl ReceivingThread {
             let mut items: Vec<_> = self
                 .pulls
                 .iter()
-                .chain(monitors.iter())
+                .chain(self.monitors.iter().map(|m| &m.socket))
                 .map(|s| s.as_poll_item(zmq::POLLIN))
                 .collect();
             let ms = left.min(Duration::from_millis(100)).as_millis() as i64;
@@ -508,6 +676,8 @@ pub struct Outbox {
     gone: bool,
     /// Told when bytes of a response went out (for the master's answer if we die).
     ledger: Option<Arc<Ledger>>,
+    /// The front ends' generations: replies to requests of an older one are dropped.
+    generations: Option<Arc<Generations>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -529,9 +699,13 @@ pub enum Delivery {
 }
 
 impl Outbox {
-    /// Connects one XPUB socket per `send` endpoint (subscriptions are awaited lazily, when a
-    /// reply is about to go out).
-    pub fn connect(ctx: &zmq::Context, send: &[String]) -> Result<Outbox, TransportError> {
+    /// Connects one XPUB socket per `send` endpoint, with `liveness`'s heartbeats
+    /// (subscriptions are awaited lazily, when a reply is about to go out).
+    pub fn connect(
+        ctx: &zmq::Context,
+        send: &[String],
+        liveness: Liveness,
+    ) -> Result<Outbox, TransportError> {
         let mut fronts = Vec::with_capacity(send.len());
         for ep in send {
             let mut xpub = ctx
@@ -544,6 +718,9 @@ impl Outbox {
             set_nodrop(&mut xpub).map_err(zerr("setting XPUB_NODROP"))?;
             xpub.set_linger(LINGER_MS)
                 .map_err(zerr("setting the reply socket's linger"))?;
+            liveness
+                .apply(&xpub)
+                .map_err(zerr("setting the reply socket's heartbeats"))?;
             xpub.connect(ep)
                 .map_err(zerr(format!("connecting the reply socket to {ep}")))?;
             fronts.push(ReplySocket {
@@ -558,7 +735,14 @@ impl Outbox {
             watch: None,
             gone: false,
             ledger: None,
+            generations: None,
         })
+    }
+
+    /// Drops replies to requests of an older generation than their front end's current one
+    /// (the generation being answered is told through [`Generations::serve`]).
+    pub fn set_generations(&mut self, generations: Arc<Generations>) {
+        self.generations = Some(generations);
     }
 
     /// Tells `ledger` whenever a reply frame went out.
@@ -593,6 +777,20 @@ impl Outbox {
             return Delivery::Dropped;
         }
         if self.gone {
+            return Delivery::Dropped;
+        }
+        if let Some(g) = &self.generations
+            && g.is_stale(fe)
+        {
+            // The client is of the front end's previous run: nothing more goes out for it.
+            self.gone = true;
+            let n = g.count_stale();
+            tracing::warn!(
+                "the front end at {} restarted while a request of its previous run (or of \
+                 before its connection was lost) was served: its reply is dropped, never sent \
+                 to a new client ({n} reply frame(s) dropped so far)",
+                self.fronts[fe].endpoint
+            );
             return Delivery::Dropped;
         }
         if !self.fronts[fe].subscribed && !self.await_subscription(fe) {

@@ -13,12 +13,13 @@ use anyhow::Context;
 use protocol::{Kind, Request};
 use pyo3::prelude::*;
 
-use crate::filters::{self, Filters, RequestInfo};
+use crate::filters::{self, Filters};
 use crate::loader::{LoadError, load_app};
 use crate::python::app::{Body, Outcome, WsgiApp};
 use crate::transport::{Inbound, Intake, Next, Outbox};
 use wsgid::access_log::{AccessLog, AccessRecord};
 use wsgid::config::WorkerConfig;
+use wsgid::request::RequestView;
 use wsgid::scoreboard::Slot;
 use wsgid::upload::{Owner, Sweeper, UploadPolicy};
 use wsgid::worker::disconnects::{ClientKey, Disconnects};
@@ -69,7 +70,9 @@ fn load_or_exit(py: Python<'_>, cfg: &WorkerConfig) -> Py<PyAny> {
     }
 }
 
-struct Worker {
+/// The serving state of this worker process: the app, the intake of requests, what is
+/// shared with the master and the other workers, the access log.
+struct ServeLoop {
     app: WsgiApp,
     intake: Intake,
     /// Frames taken in but not served yet (when the flow was stopped).
@@ -111,11 +114,12 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
     };
     wsgid::scoreboard::report_loaded();
     wsgid::worker::front_ends(&cfg.recv, &cfg.send)?;
-    let mut outbox = Outbox::connect(&ctx, &cfg.send)?;
+    let mut outbox = Outbox::connect(&ctx, &cfg.send, cfg.liveness)?;
     let board = Arc::new(Disconnects::from_env().context("mapping the disconnect board")?);
     let ledger = ledger::Ledger::from_env().map(Arc::new);
     outbox.set_ledger(ledger.clone());
-    let intake = Intake::start(&ctx, &cfg.recv, board.clone(), ledger.clone())?;
+    let intake = Intake::start(&ctx, &cfg.recv, board.clone(), ledger.clone(), cfg.liveness)?;
+    outbox.set_generations(intake.generations());
     let mut app = WsgiApp::new(
         py,
         app,
@@ -127,7 +131,7 @@ fn serve(py: Python<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("setting up the WSGI environment: {e}"))?;
     app.set_filters(filters);
     let uploads = UploadPolicy::from_config(cfg);
-    let mut worker = Worker {
+    let mut worker = ServeLoop {
         app,
         intake,
         pending: VecDeque::new(),
@@ -173,7 +177,7 @@ fn open_access_log(cfg: &WorkerConfig) -> Option<AccessLog> {
     }
 }
 
-impl Worker {
+impl ServeLoop {
     fn run(&mut self, py: Python<'_>) {
         loop {
             if signals::stop_requested() || self.limit_reached() {
@@ -227,6 +231,7 @@ impl Worker {
         if let Some(l) = &ledger {
             l.start();
         }
+        self.intake.answering(inbound);
         self.handle_frame(py, inbound);
         if let Some(l) = &ledger {
             l.finish();
@@ -295,8 +300,7 @@ impl Worker {
                     Ok(()) => match self.uploads.open(path, &owner) {
                         Err(e) => Some(e.to_string()),
                         Ok(claimed) => {
-                            let flat = filters::flat_headers(&req);
-                            if self.app.admit_upload(py, &RequestInfo::of(&req, &flat)) {
+                            if self.app.admit_upload(py, &RequestView::of(&req)) {
                                 None
                             } else {
                                 self.uploads.release(&claimed.claim);
@@ -372,30 +376,27 @@ impl Worker {
             }
             left
         };
-        let (outcome, sent, facts) = self.app.serve(py, req, body, &mut gone);
+        let view = RequestView::of(req);
+        let (outcome, sent) = self.app.serve(py, &view, body, &mut gone);
         if let Some(slot) = &self.slot {
             slot.end();
         }
         self.served += 1;
         if let (Some(log), Some((time, t0))) = (&self.access_log, started) {
-            log.log(&AccessRecord {
-                remote_addr: facts.remote_addr,
+            log.log(&AccessRecord::of(
+                &view,
                 time,
-                method: facts.method,
-                uri: facts.uri,
-                version: facts.version,
-                status: sent.status,
-                bytes: sent.body,
-                headers: &req.headers,
-                duration: t0.elapsed(),
-            });
+                sent.status,
+                sent.body,
+                t0.elapsed(),
+            ));
         }
         if outcome != Outcome::Complete {
             tracing::debug!(
                 "{} {} {} -> {} ({} bytes, {:?})",
-                wsgid::access_log::escaped(facts.method),
-                wsgid::access_log::escaped(facts.uri),
-                wsgid::access_log::escaped(facts.version),
+                wsgid::access_log::escaped(view.method),
+                wsgid::access_log::escaped(view.uri.unwrap_or_default()),
+                wsgid::access_log::escaped(view.version),
                 sent.status,
                 sent.bytes,
                 outcome

@@ -14,6 +14,8 @@ use std::io::{self, Write as _};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::request::RequestView;
+
 /// The request headers, for `%({name}i)s`.
 pub trait RequestHeaders {
     /// The first value of header `name` (ASCII case-insensitive), if sent.
@@ -67,6 +69,30 @@ pub struct AccessRecord<'a> {
     pub headers: &'a dyn RequestHeaders,
     /// Time from arrival to the last byte sent.
     pub duration: Duration,
+}
+
+impl<'a> AccessRecord<'a> {
+    /// The record of `request`, answered with `status` and `bytes` of body, which arrived at
+    /// `time` and took `duration`.
+    pub fn of(
+        request: &RequestView<'a>,
+        time: SystemTime,
+        status: u16,
+        bytes: u64,
+        duration: Duration,
+    ) -> Self {
+        AccessRecord {
+            remote_addr: request.remote_addr,
+            time,
+            method: request.method,
+            uri: request.uri.unwrap_or_default(),
+            version: request.version,
+            status,
+            bytes,
+            headers: &request.req.headers,
+            duration,
+        }
+    }
 }
 
 impl std::fmt::Debug for AccessRecord<'_> {
@@ -301,7 +327,11 @@ fn clf_time(time: SystemTime) -> String {
 pub struct AccessLog {
     format: AccessFormat,
     /// `None`: stdout.
-    file: Option<File>,
+    file: Option<std::sync::Mutex<File>>,
+    /// The file's path, to reopen it on SIGUSR1 (see [`crate::logging::reopen_generation`]).
+    path: std::path::PathBuf,
+    /// The reopen generation the file was opened at.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl AccessLog {
@@ -311,20 +341,41 @@ impl AccessLog {
         let file = if path.as_os_str() == "-" {
             None
         } else {
-            Some(OpenOptions::new().create(true).append(true).open(path)?)
+            Some(std::sync::Mutex::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            ))
         };
         Ok(AccessLog {
             format: AccessFormat::parse(format),
             file,
+            path: path.to_path_buf(),
+            generation: crate::logging::reopen_generation().into(),
         })
     }
 
     /// Appends the line for `rec`. Write errors are ignored: logging never fails a request.
+    /// After a SIGUSR1 the file is first reopened by name (logrotate renamed it); if that
+    /// fails the old file is kept.
     pub fn log(&self, rec: &AccessRecord<'_>) {
+        use std::sync::atomic::Ordering;
         let mut line = self.format.format(rec);
         line.push('\n');
         let _ = match &self.file {
-            Some(f) => (&*f).write_all(line.as_bytes()),
+            Some(f) => {
+                let Ok(mut f) = f.lock() else { return };
+                let now = crate::logging::reopen_generation();
+                if self.generation.load(Ordering::Relaxed) != now {
+                    self.generation.store(now, Ordering::Relaxed);
+                    if let Ok(new) = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.path)
+                    {
+                        *f = new;
+                    }
+                }
+                f.write_all(line.as_bytes())
+            }
             None => io::stdout().lock().write_all(line.as_bytes()),
         };
     }
@@ -425,6 +476,22 @@ mod tests {
         assert_eq!(
             (t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis),
             (2024, 2, 29, 23, 59, 59, 999)
+        );
+    }
+
+    #[test]
+    fn a_record_is_a_projection_of_the_request_view() {
+        let json = r#"{"PATH":"/p","user-agent":"ua","referer":"r","METHOD":"GET","VERSION":"HTTP/1.0","URI":"/p?x","REMOTE_ADDR":"1.2.3.4","PATTERN":"/"}"#;
+        let frame = format!(
+            "11111111-2222-4333-8444-555555555555 3 /p {}:{json},0:,",
+            json.len()
+        );
+        let req = protocol::parse_request(frame.as_bytes()).unwrap();
+        let view = RequestView::of(&req);
+        let r = AccessRecord::of(&view, rec().time, 404, 0, Duration::ZERO);
+        assert_eq!(
+            AccessFormat::parse(DEFAULT_ACCESS_LOG_FORMAT).format(&r),
+            r#"1.2.3.4 - - [10/Oct/2000:13:55:36 +0000] "GET /p?x HTTP/1.0" 404 - "r" "ua""#
         );
     }
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::options::Options;
+
 /// `wsgid [COMMAND] [OPTIONS]`.
 #[derive(Debug, Parser)]
 #[command(
@@ -97,127 +99,76 @@ pub struct ConfigArgs {
     pub no_django: bool,
 }
 
-/// The server's options. Every one is optional so that the merge with wsgid.json knows which
-/// ones the command line gave.
+/// The server's command line: the app folder, the options of the schema
+/// ([`crate::options::Options`], each also a wsgid.json key and a `WSGID_*` variable), and the
+/// actions that replace serving.
 #[derive(Debug, Args, Default, Clone)]
 pub struct ServeArgs {
-    /// The app folder (default: the current directory).
-    #[arg(long, value_name = "DIR")]
+    /// The app folder (default: the current directory). It holds wsgid.json, so it is not a
+    /// wsgid.json key itself.
+    #[arg(long, env = "WSGID_APP_PATH", value_name = "DIR")]
     pub app_path: Option<PathBuf>,
-    /// The WSGI callable, `module:callable` or `module.callable`; skips loader detection.
-    #[arg(long, value_name = "MODULE:CALLABLE")]
-    pub wsgi_app: Option<String>,
-    /// Extra folder of app-loader plugins (repeatable).
-    #[arg(long, value_name = "DIR")]
-    pub loader_dir: Vec<PathBuf>,
-    /// Number of worker processes (default 1).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::master::MAX_WORKERS as i64))]
-    pub workers: Option<u32>,
-    /// Replace workers that die (the default).
-    #[arg(long, overrides_with = "no_keep_alive")]
-    pub keep_alive: bool,
-    /// Do not replace workers that die; the master exits with the last one.
+    /// Every server option.
+    #[command(flatten)]
+    pub options: Options,
+    /// `--keep-alive=false`.
     #[arg(long, overrides_with = "keep_alive")]
     pub no_keep_alive: bool,
-    /// chroot workers into the app folder (root only) and run them as the folder's owner.
+    /// Check the configuration (wsgid.json, environment, flags, the interpreter, the app's
+    /// import in a throwaway worker) and exit: 0 when it would serve, else 1 with one line per
+    /// problem. Starts nothing.
+    #[arg(long, conflicts_with = "print_config")]
+    pub check_config: bool,
+    /// Print the effective settings as a wsgid.json (stdout) and where each value came from
+    /// (stderr: default, wsgid.json, environment, flag), then exit.
     #[arg(long)]
-    pub chroot: bool,
-    /// Mongrel2's chroot: the prefix of upload temp-file paths.
-    #[arg(long, value_name = "DIR")]
-    pub mongrel2_chroot: Option<PathBuf>,
-    /// Mongrel2's send_spec: where workers connect PULL (repeatable: they connect to all).
-    #[arg(long, value_name = "ENDPOINT", value_parser = parse_endpoint)]
-    pub recv: Vec<String>,
-    /// Mongrel2's recv_spec: where workers connect PUB (repeatable: they connect to all).
-    #[arg(long, value_name = "ENDPOINT", value_parser = parse_endpoint)]
-    pub send: Vec<String>,
-    /// Stay in the foreground.
-    #[arg(long)]
-    pub no_daemon: bool,
-    /// Log to stdout as well as logs/wsgid.log.
-    #[arg(long)]
-    pub stdout: bool,
-    /// Debug logging.
-    #[arg(long)]
-    pub debug: bool,
-    /// Force the Django loader.
-    #[arg(long)]
-    pub django: bool,
-    /// Python interpreter of the app's virtualenv (its site-packages are used).
-    #[arg(long, value_name = "PATH")]
-    pub python: Option<PathBuf>,
-    /// SERVER_NAME when a request has no Host header.
-    #[arg(long, value_name = "NAME")]
-    pub server_name: Option<String>,
-    /// SERVER_PORT when a request has no Host header.
-    #[arg(long, value_name = "PORT")]
-    pub server_port: Option<u16>,
-    /// Recycle a worker after this many requests (0: never). The in-flight request completes.
-    #[arg(long, value_name = "N")]
-    pub max_requests: Option<u64>,
-    /// Add a random 0..=N to --max-requests per worker, so workers do not recycle together.
-    #[arg(long, value_name = "N")]
-    pub max_requests_jitter: Option<u64>,
-    /// Kill a worker stuck in one request longer than this many seconds, answering 504 (0: off).
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
-    /// Seconds a graceful stop waits for workers before killing them (default 30).
-    #[arg(long, value_name = "SECONDS")]
-    pub graceful_timeout: Option<u64>,
-    /// Kill a worker that has not loaded the app after this many seconds (default 60, 0: off);
-    /// it counts as a load failure (the master exits 3 when no worker ever loaded it).
-    #[arg(long, value_name = "SECONDS")]
-    pub load_timeout: Option<u64>,
-    /// Run as this user (name or uid); root only.
-    #[arg(long, value_name = "USER")]
-    pub user: Option<String>,
-    /// Run as this group (name or gid); root only.
-    #[arg(long, value_name = "GROUP")]
-    pub group: Option<String>,
-    /// Access log file (relative paths are inside the app folder; `-` is stdout). Default:
-    /// logs/access.log when the app folder has logs/ (see `wsgid init`).
-    #[arg(long, value_name = "FILE", conflicts_with = "no_access_log")]
-    pub access_log: Option<PathBuf>,
-    /// No access log.
-    #[arg(long)]
-    pub no_access_log: bool,
-    /// Access log format, gunicorn's atoms (default: the combined log format).
-    #[arg(long, value_name = "FORMAT")]
-    pub access_log_format: Option<String>,
-    /// Request filter, built-in name or `module:Class` (repeatable, run in order).
-    #[arg(long, value_name = "FILTER")]
-    pub filter: Vec<String>,
-    /// Deny uploads bigger than this many bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub max_upload_size: Option<u64>,
-    /// Keep upload temp files after the request.
-    #[arg(long)]
-    pub keep_uploads: bool,
-    /// Remove leftover upload temp files older than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub upload_max_age: Option<u64>,
-    /// Mongrel2's `upload.temp_store` template (e.g. `/uploads/m2.XXXXXX`): confines upload
-    /// paths and names the files the sweeper may delete.
-    #[arg(long, value_name = "TEMPLATE")]
-    pub upload_temp_store: Option<String>,
-    /// ZeroMQ PUB endpoint of the `metrics` filter.
-    #[arg(long, value_name = "ENDPOINT", value_parser = parse_endpoint)]
-    pub metrics_endpoint: Option<String>,
-    /// Extra environment variable for the workers, KEY=VALUE (repeatable; wsgid.json `envs`).
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub envs: Vec<(String, String)>,
+    pub print_config: bool,
+    /// Which of [`ServeArgs::options`] came from `WSGID_*` variables rather than flags (filled
+    /// by [`Cli::parse_argv`] from clap's value sources).
+    #[arg(skip)]
+    pub from_env: Options,
 }
 
 impl ServeArgs {
+    /// The options given on the command line, `--no-keep-alive` folded into `keep_alive`
+    /// (after [`Cli::parse_argv`], those from `WSGID_*` variables are in
+    /// [`ServeArgs::from_env`] instead).
+    pub fn flag_options(&self) -> Options {
+        let mut o = self.options.clone();
+        if self.no_keep_alive {
+            o.keep_alive = Some(false);
+        }
+        o
+    }
+
     /// `--keep-alive` / `--no-keep-alive`, whichever came last; `None` when neither.
     pub fn keep_alive_flag(&self) -> Option<bool> {
-        if self.no_keep_alive {
-            Some(false)
-        } else if self.keep_alive {
-            Some(true)
-        } else {
-            None
+        self.flag_options().keep_alive
+    }
+}
+
+impl Cli {
+    /// Parses `argv` (program name first), noting which server options came from `WSGID_*`
+    /// environment variables.
+    pub fn parse_argv<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let (flags, env) = crate::options::split_by_source(&cli.serve.options, &matches);
+        cli.serve.options = flags;
+        cli.serve.from_env = env;
+        if let (Some(Command::Config(c)), Some(("config", sub))) =
+            (cli.command.as_mut(), matches.subcommand())
+        {
+            let (flags, env) = crate::options::split_by_source(&c.serve.options, sub);
+            c.serve.options = flags;
+            c.serve.from_env = env;
         }
+        Ok(cli)
     }
 }
 
@@ -261,15 +212,9 @@ pub fn validate_endpoint(s: &str) -> Result<(), EndpointError> {
     Ok(())
 }
 
-fn parse_endpoint(s: &str) -> Result<String, EndpointError> {
+/// [`validate_endpoint`] as a clap value parser.
+pub fn parse_endpoint(s: &str) -> Result<String, EndpointError> {
     validate_endpoint(s).map(|()| s.to_string())
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, found {s:?}")),
-    }
 }
 
 /// Parses a signal given by number or name (`15`, `TERM`, `SIGTERM`, case-insensitive).
@@ -373,9 +318,9 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.command.is_none());
-        assert!(cli.serve.no_daemon);
-        assert_eq!(cli.serve.workers, Some(1));
-        assert_eq!(cli.serve.send.len(), 2);
+        assert_eq!(cli.serve.options.no_daemon, Some(true));
+        assert_eq!(cli.serve.options.workers, Some(1));
+        assert_eq!(cli.serve.options.send.len(), 2);
         assert_eq!(cli.serve.keep_alive_flag(), None);
     }
 
@@ -418,7 +363,7 @@ mod tests {
             panic!("config expected")
         };
         assert!(c.no_debug);
-        assert_eq!(c.serve.mongrel2_chroot, Some(PathBuf::from("/m2")));
+        assert_eq!(c.serve.options.mongrel2_chroot, Some(PathBuf::from("/m2")));
         assert!(Cli::try_parse_from(["wsgid", "status", "--workers", "2"]).is_err());
     }
 

@@ -5,17 +5,166 @@
 use std::ffi::OsString;
 
 use anyhow::{Context, bail};
-use clap::Parser;
 
 use crate::app_folder::{AppFolder, MasterCheck, Role};
+use crate::cli::ServeArgs;
 use crate::cli::{Cli, Command, SignalArgs};
 use crate::launch::Launch;
+use crate::launch::Runtime;
 use crate::master;
-use crate::settings::{absolute_app_path, write_config};
+use crate::settings::{Settings, absolute_app_path, write_config};
+
+/// The app loaders the workers run (`wsgid-python`'s `loader.py`), for `--check-config`'s
+/// throwaway import of the app on the chosen interpreter.
+const LOADER_PY: &str = include_str!("../../wsgid-python/src/loader.py");
+
+/// Run after [`LOADER_PY`] by `--check-config`: loads the app as a worker would (argv: app
+/// folder, wsgi_app or "", "1" for Django, loader folders), prints the one-line reason on
+/// failure and exits 1. Loader warnings go to stderr.
+const CHECK_APP_PY: &str = "
+def _wsgid_check():
+    if sys.path and sys.path[0] == '':
+        del sys.path[0]
+    app_path, wsgi_app, django = sys.argv[1], sys.argv[2] or None, sys.argv[3] == '1'
+    try:
+        load(app_path, wsgi_app, django, sys.argv[4:], lambda m: sys.stderr.write(m + '\\n'))
+    except LoadError as e:
+        print(e)
+        sys.exit(1)
+    except BaseException as e:
+        print('the app raised while loading: %s: %s' % (type(e).__name__, e))
+        sys.exit(1)
+_wsgid_check()
+";
+
+/// `--print-config`: the effective settings as a wsgid.json on stdout, the source of each
+/// value on stderr (`# key: source`).
+fn print_config(args: &ServeArgs) -> anyhow::Result<i32> {
+    let loaded = Settings::load_all(args)?;
+    let (json, sources) = crate::settings::print_config(&loaded);
+    print!("{json}");
+    for (key, source) in sources {
+        eprintln!("# {key}: {}", source.name());
+    }
+    for k in &loaded.unknown_keys {
+        eprintln!("# {k}: unknown wsgid.json key, ignored");
+    }
+    Ok(0)
+}
+
+/// `--check-config`: everything `wsgid` checks before serving, and the app's import on the
+/// chosen interpreter in a throwaway process; starts nothing else. Prints one line per
+/// problem on stderr and returns 1, or a summary on stdout and 0.
+fn check_config(args: &ServeArgs, launch: &Launch) -> i32 {
+    let problems = config_problems(args, launch);
+    for p in &problems.lines {
+        eprintln!("wsgid: {p}");
+    }
+    if problems.lines.is_empty() {
+        println!("wsgid: configuration OK: {}", problems.summary);
+        0
+    } else {
+        1
+    }
+}
+
+/// What `--check-config` found.
+struct Problems {
+    lines: Vec<String>,
+    summary: String,
+}
+
+fn config_problems(args: &ServeArgs, launch: &Launch) -> Problems {
+    let mut lines = Vec::new();
+    let loaded = match Settings::load_all(args) {
+        Ok(l) => l,
+        Err(e) => {
+            return Problems {
+                lines: vec![e.to_string()],
+                summary: String::new(),
+            };
+        }
+    };
+    let s = &loaded.settings;
+    for k in &loaded.unknown_keys {
+        lines.push(format!(
+            "{}: unknown key \"{k}\" (not a wsgid option; a typo?)",
+            s.app_path.join(crate::settings::CONFIG_FILE).display()
+        ));
+    }
+    if let Err(e) = s.validate_for_serving() {
+        lines.push(e);
+    }
+    if let Err(e) = crate::master::process::resolve_privileges(
+        &s.app_path,
+        s.user.as_deref(),
+        s.group.as_deref(),
+        s.chroot,
+    ) {
+        lines.push(format!("{e:#}"));
+    }
+    if let Some(log) = &s.access_log
+        && log.as_os_str() != "-"
+        && !log.parent().is_some_and(|d| d.is_dir())
+    {
+        lines.push(format!(
+            "access log {}: expected an existing folder to write it in",
+            log.display()
+        ));
+    }
+    let mut summary = String::new();
+    if s.app_path.is_dir() {
+        match Runtime::prepare(s.python.as_deref(), &s.app_path, launch) {
+            Err(e) => lines.push(e.to_string()),
+            Ok(rt) => {
+                summary = format!(
+                    "CPython {} ({}), {} worker(s), app folder {}",
+                    rt.interpreter.version,
+                    rt.interpreter.python.display(),
+                    s.workers,
+                    s.app_path.display()
+                );
+                if let Err(e) = import_app(&rt, s) {
+                    lines.push(e);
+                }
+            }
+        }
+    }
+    Problems { lines, summary }
+}
+
+/// Loads the app as a worker would, in a throwaway `<python>` with the workers' extra
+/// environment; the error is the loader's one line.
+fn import_app(rt: &Runtime, s: &Settings) -> Result<(), String> {
+    let mut cmd = std::process::Command::new(&rt.interpreter.python);
+    cmd.arg("-c")
+        .arg(format!("{LOADER_PY}\n{CHECK_APP_PY}"))
+        .arg(&s.app_path)
+        .arg(s.wsgi_app.as_deref().unwrap_or(""))
+        .arg(if s.django { "1" } else { "0" })
+        .args(&s.loader_dirs)
+        .envs(s.envs.iter().map(|(k, v)| (k, v)))
+        .current_dir(&s.app_path)
+        .stdin(std::process::Stdio::null());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", rt.interpreter.python.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stdout);
+    let line = said.lines().rev().find(|l| !l.trim().is_empty());
+    Err(format!(
+        "the app does not load: {}",
+        line.map(str::trim)
+            .map(String::from)
+            .unwrap_or_else(|| format!("the interpreter ended with {}", out.status))
+    ))
+}
 
 /// Runs `wsgid` with `argv` (program name first); returns the process's exit code.
 pub fn main(argv: Vec<OsString>, launch: &Launch) -> i32 {
-    let cli = match Cli::try_parse_from(argv) {
+    let cli = match Cli::parse_argv(argv) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -23,6 +172,8 @@ pub fn main(argv: Vec<OsString>, launch: &Launch) -> i32 {
         }
     };
     let result = match cli.command {
+        None if cli.serve.print_config => print_config(&cli.serve),
+        None if cli.serve.check_config => Ok(check_config(&cli.serve, launch)),
         None => master::serve(cli.serve, launch).map(|()| 0),
         Some(Command::Init(a)) => init(a.app_path.as_deref()),
         Some(Command::Config(a)) => write_config(&a)

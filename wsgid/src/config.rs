@@ -64,4 +64,8 @@ pub struct WorkerConfig {
     /// the sweeper may delete.
     #[serde(default)]
     pub upload_temp_store: Option<String>,
+    /// Heartbeats of the sockets connecting to the front ends (`--heartbeat`,
+    /// `--heartbeat-timeout`).
+    #[serde(default)]
+    pub liveness: crate::worker::liveness::Liveness,
 }

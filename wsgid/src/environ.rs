@@ -4,6 +4,11 @@
 
 use std::borrow::Cow;
 
+use http1::is_token_byte;
+
+/// SERVER_SOFTWARE, and the `Server` header the gateway adds when the app sets none.
+pub const SERVER_SOFTWARE: &str = concat!("wsgid/", env!("CARGO_PKG_VERSION"));
+
 /// SCRIPT_NAME derived from a Mongrel2 route PATTERN: the pattern cut at its first regex
 /// metacharacter (a segment the cut falls inside is dropped: `/api/v[0-9]+` gives `/api`; a
 /// final `$` anchor is just removed), without trailing `/` (so `/` and `/(.*)` give "").
@@ -186,11 +191,6 @@ pub fn input_length(content_length: Option<u64>, available: u64) -> Option<u64> 
 /// Separator used to join duplicate values of a header (`; ` for cookie, `, ` otherwise).
 pub fn join_separator(name: &[u8]) -> &'static [u8] {
     if name == b"cookie" { b"; " } else { b", " }
-}
-
-/// True for the bytes RFC 9110 allows in a token (header names, methods).
-pub fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Whether the client asked to close the connection after this response: HTTP/1.0 without

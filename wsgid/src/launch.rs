@@ -79,8 +79,10 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// The cargo-built binary: the extension comes from [`EXTENSION_ENV`] or sits next to the
-    /// binary (or one folder up, for test and bench executables in `target/<profile>/deps/`).
+    /// The cargo-built binary: the extension comes from [`EXTENSION_ENV`], or sits next to the
+    /// binary, or one folder up (test and bench executables in `target/<profile>/deps/`), or
+    /// in `../lib/wsgid/` (an install as `/usr/local/bin/wsgid` +
+    /// `/usr/local/lib/wsgid/lib_wsgid.so`).
     pub fn from_binary() -> Launch {
         let extension = std::env::var_os(EXTENSION_ENV)
             .map(PathBuf::from)

@@ -3,11 +3,12 @@
 //! The Python-free side: the command line and its one option schema, the master (process
 //! supervision, hot deploy, signals, rescue of a dead worker's requests), where a worker runs
 //! ([`launch`]: the user's CPython with the `_wsgid` extension), app folders, uploads, the
-//! shared-memory pieces master and workers share, HTTP response framing, access log, metrics
-//! and stats. The worker itself is the `wsgid-python` crate.
+//! shared-memory pieces master and workers share, the request view, access log, metrics and
+//! stats. HTTP response framing is the `http1` crate; the worker itself is `wsgid-python`.
 
 pub mod access_log;
 pub mod app_folder;
+pub mod builtin_filters;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -16,7 +17,8 @@ pub mod launch;
 pub mod logging;
 pub mod master;
 pub mod metrics;
-pub mod response;
+pub mod options;
+pub mod request;
 pub mod scoreboard;
 pub mod settings;
 pub mod stats;

@@ -26,6 +26,8 @@
 
 use serde::Deserialize;
 
+use crate::request::RequestView;
+
 /// Send queue bound of the metrics socket.
 pub const SEND_HWM: i32 = 10_000;
 /// How long unsent events may delay the worker's exit.
@@ -66,6 +68,24 @@ pub struct PreEvent<'a> {
     pub user_agent: Option<&'a [u8]>,
     /// Request Content-Length, when sent and numeric.
     pub content_length: Option<u64>,
+}
+
+impl<'a> PreEvent<'a> {
+    /// The event of `request`, started at `ts_us`: its URI (the raw path without one), its
+    /// User-Agent, and its Content-Length when that is a plain number.
+    pub fn of(request: &RequestView<'a>, ts_us: u64) -> Self {
+        PreEvent {
+            conn_id: request.req.conn_id,
+            ts_us,
+            method: request.method,
+            uri: request.uri_or_path(),
+            user_agent: request.user_agent,
+            content_length: request
+                .content_length
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok()),
+        }
+    }
 }
 
 /// What the `post` event says about a request.
@@ -405,6 +425,19 @@ mod tests {
             user_agent: Some(b"caf\xc3\xa9/1"),
             content_length: Some(12),
         }
+    }
+
+    #[test]
+    fn the_pre_event_is_a_projection_of_the_request_view() {
+        let frame = b"11111111-2222-4333-8444-555555555555 9 /p 76:{\"PATH\":\"/p\",\"content-length\":\"3abc\",\"METHOD\":\"PUT\",\"REMOTE_ADDR\":\"1.2.3.4\"},0:,";
+        let req = protocol::parse_request(frame).unwrap();
+        let view = RequestView::of(&req);
+        let ev = PreEvent::of(&view, 5);
+        assert_eq!((ev.conn_id, ev.ts_us, ev.method), (9, 5, &b"PUT"[..]));
+        assert_eq!(ev.uri, b"/p", "no URI: the raw path");
+        assert_eq!(ev.user_agent, None);
+        assert_eq!(ev.content_length, None, "only a plain number is reported");
+        assert_eq!(view.body_length(), Some(3), "while Mongrel2 reads 3");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! wsgid's resolved settings: `<app-path>/wsgid.json` merged with the command line (the command
-//! line wins), and the writing of that file by `wsgid config`.
+//! wsgid's resolved settings: the layers of [`crate::options`] (default, `<app-path>/wsgid.json`,
+//! `WSGID_*` environment, flags) merged and turned into typed values once, and the writing of
+//! wsgid.json by `wsgid config`.
 //!
 //! wsgid.json keys are the original's (`send`, `recv`, `debug`, `workers`, `keep_alive`,
 //! `wsgi_app`, `no_daemon`, `chroot`, `stdout`, `mongrel2_chroot`, `envs`) plus one per newer
@@ -11,8 +12,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::cli::{ConfigArgs, ServeArgs, validate_endpoint};
+use crate::cli::{ConfigArgs, ServeArgs};
 use crate::config::WorkerConfig;
+use crate::options::{LogFormat, LogLevel, Options, Resolved, Source, overlay, resolve};
+use crate::worker::liveness::{Liveness, LivenessError};
 
 /// Name of the configuration file inside the app folder.
 pub const CONFIG_FILE: &str = "wsgid.json";
@@ -47,16 +50,12 @@ pub enum SettingsError {
         detail: String,
     },
     /// A key holds a value of the wrong kind.
-    #[error("{path}: key \"{key}\": expected {expected}, found {found}")]
+    #[error("{path}: {detail}")]
     Key {
         /// The file.
         path: PathBuf,
-        /// The key.
-        key: String,
-        /// What the key takes.
-        expected: &'static str,
-        /// What the file holds, as JSON.
-        found: String,
+        /// The key, what it takes and what the file holds.
+        detail: crate::options::KeyError,
     },
     /// The file could not be written.
     #[error("cannot write {path}: {source}")]
@@ -95,10 +94,18 @@ pub struct Settings {
     pub mongrel2_chroot: Option<PathBuf>,
     /// `--no-daemon`.
     pub no_daemon: bool,
+    /// `--reload`.
+    pub reload: bool,
+    /// `--heartbeat`, seconds.
+    pub heartbeat: Option<f64>,
+    /// `--heartbeat-timeout`, seconds.
+    pub heartbeat_timeout: Option<f64>,
     /// `--stdout`.
     pub stdout: bool,
-    /// `--debug`.
-    pub debug: bool,
+    /// `--log-level` (`--debug`: debug).
+    pub log_level: LogLevel,
+    /// `--log-format`.
+    pub log_format: LogFormat,
     /// `--server-name`.
     pub server_name: String,
     /// `--server-port`.
@@ -137,41 +144,98 @@ pub struct Settings {
     pub envs: Vec<(String, String)>,
 }
 
+/// Settings with what they came from: for `--print-config` and the start-up warnings.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The typed settings.
+    pub settings: Settings,
+    /// The merged options and the source of each value.
+    pub resolved: Resolved,
+    /// wsgid.json keys that are not options.
+    pub unknown_keys: Vec<String>,
+}
+
 impl Settings {
-    /// Reads `<app-path>/wsgid.json` (when present) and applies the command line over it.
-    /// `app_path` defaults to the current directory.
+    /// Reads `<app-path>/wsgid.json` (when present) and lays the environment and the command
+    /// line over it. `app_path` defaults to the current directory.
     pub fn load(args: &ServeArgs) -> Result<Settings, SettingsError> {
-        let app_path = absolute_app_path(args.app_path.as_deref());
-        let file = FileConfig::read(&app_path.join(CONFIG_FILE))?;
-        Ok(Settings::merge(app_path, &file, args))
+        Settings::load_all(args).map(|l| l.settings)
     }
 
-    /// Applies `args` over `file`. Pure but for one look at the disk: the access log defaults
-    /// to `logs/access.log` when `app_path/logs` is a folder.
-    pub fn merge(app_path: PathBuf, file: &FileConfig, args: &ServeArgs) -> Settings {
-        let pick_vec = |cli: &Vec<String>, file: &Option<Vec<String>>| {
-            if cli.is_empty() {
-                file.clone().unwrap_or_default()
-            } else {
-                cli.clone()
-            }
-        };
-        let flag = |cli: bool, file: Option<bool>| cli || file.unwrap_or(false);
-        let mut envs = file.envs.clone().unwrap_or_default();
-        for (k, v) in &args.envs {
-            envs.retain(|(ek, _)| ek != k);
-            envs.push((k.clone(), v.clone()));
+    /// [`Settings::load`], keeping the sources and the unknown keys.
+    pub fn load_all(args: &ServeArgs) -> Result<Loaded, SettingsError> {
+        let app_path = absolute_app_path(args.app_path.as_deref());
+        let (file, unknown_keys) = read_file(&app_path.join(CONFIG_FILE))?;
+        let resolved = resolve(&file, &args.from_env, &args.flag_options());
+        let settings = Settings::from_options(app_path, resolved.options.clone());
+        Ok(Loaded {
+            settings,
+            resolved,
+            unknown_keys,
+        })
+    }
+
+    /// Lays `args` (its environment, then its flags) over `file`. Pure but for one look at the
+    /// disk: the access log defaults to `logs/access.log` when `app_path/logs` is a folder.
+    pub fn merge(app_path: PathBuf, file: &Options, args: &ServeArgs) -> Settings {
+        let resolved = resolve(file, &args.from_env, &args.flag_options());
+        Settings::from_options(app_path, resolved.options)
+    }
+
+    /// Turns merged options (defaults included, see [`resolve`]) into typed settings. The
+    /// destructuring names every option: a new one does not compile until it is used here.
+    pub fn from_options(app_path: PathBuf, o: Options) -> Settings {
+        let Options {
+            wsgi_app,
+            loader_dir,
+            workers,
+            keep_alive,
+            chroot,
+            mongrel2_chroot,
+            recv,
+            send,
+            no_daemon,
+            reload,
+            stdout,
+            debug,
+            log_level,
+            log_format,
+            django,
+            python,
+            server_name,
+            server_port,
+            max_requests,
+            max_requests_jitter,
+            timeout,
+            graceful_timeout,
+            load_timeout,
+            user,
+            group,
+            access_log,
+            no_access_log,
+            access_log_format,
+            filter,
+            max_upload_size,
+            keep_uploads,
+            upload_max_age,
+            upload_temp_store,
+            metrics_endpoint,
+            heartbeat,
+            heartbeat_timeout,
+            envs,
+        } = resolve(&Options::default(), &Options::default(), &o).options;
+        // Laid over the defaults: an option that has one holds a value.
+        fn req<T>(v: Option<T>, key: &str) -> T {
+            v.unwrap_or_else(|| panic!("option {key} has no default in Options::defaults"))
         }
+        let on = |v: Option<bool>| v.unwrap_or(false);
         let default_access_log = app_path
             .join("logs")
             .is_dir()
             .then(|| PathBuf::from("logs/access.log"));
-        let access_log = args
-            .access_log
-            .clone()
-            .or_else(|| file.access_log.clone())
+        let access_log = access_log
             .or(default_access_log)
-            .filter(|p| !args.no_access_log && !p.as_os_str().is_empty())
+            .filter(|p| !on(no_access_log) && !p.as_os_str().is_empty())
             .map(|p| {
                 if p.as_os_str() == "-" || p.is_absolute() {
                     p
@@ -179,83 +243,64 @@ impl Settings {
                     app_path.join(p)
                 }
             });
-        Settings {
-            wsgi_app: args.wsgi_app.clone().or_else(|| file.wsgi_app.clone()),
-            django: flag(args.django, file.django),
-            loader_dirs: if args.loader_dir.is_empty() {
-                file.loader_dir.clone().unwrap_or_default()
-            } else {
-                args.loader_dir.clone()
-            },
-            python: args.python.clone().or_else(|| file.python.clone()),
-            recv: pick_vec(&args.recv, &file.recv),
-            send: pick_vec(&args.send, &file.send),
-            workers: args
-                .workers
-                .map(|w| w as usize)
-                .or(file.workers)
-                .unwrap_or(1)
-                .max(1),
-            keep_alive: args.keep_alive_flag().or(file.keep_alive).unwrap_or(true),
-            chroot: flag(args.chroot, file.chroot),
-            mongrel2_chroot: args
-                .mongrel2_chroot
-                .clone()
-                .or_else(|| file.mongrel2_chroot.clone()),
-            no_daemon: flag(args.no_daemon, file.no_daemon),
-            stdout: flag(args.stdout, file.stdout),
-            debug: flag(args.debug, file.debug),
-            server_name: args
-                .server_name
-                .clone()
-                .or_else(|| file.server_name.clone())
-                .unwrap_or_else(|| "localhost".to_string()),
-            server_port: args.server_port.or(file.server_port).unwrap_or(80),
-            max_requests: args.max_requests.or(file.max_requests).unwrap_or(0),
-            max_requests_jitter: args
-                .max_requests_jitter
-                .or(file.max_requests_jitter)
-                .unwrap_or(0),
-            timeout: args
-                .timeout
-                .or(file.timeout)
+        let mut unique_envs: Vec<(String, String)> = Vec::new();
+        for (k, v) in envs {
+            unique_envs.retain(|(ek, _)| *ek != k);
+            unique_envs.push((k, v));
+        }
+        let secs = |v: Option<u64>| {
+            Some(v.unwrap_or(0))
                 .filter(|&t| t > 0)
-                .map(Duration::from_secs),
-            graceful_timeout: Duration::from_secs(
-                args.graceful_timeout
-                    .or(file.graceful_timeout)
-                    .unwrap_or(DEFAULT_GRACEFUL_TIMEOUT),
-            ),
-            load_timeout: Some(
-                args.load_timeout
-                    .or(file.load_timeout)
-                    .unwrap_or(DEFAULT_LOAD_TIMEOUT),
-            )
-            .filter(|&t| t > 0)
-            .map(Duration::from_secs),
-            user: args.user.clone().or_else(|| file.user.clone()),
-            group: args.group.clone().or_else(|| file.group.clone()),
+                .map(Duration::from_secs)
+        };
+        Settings {
+            wsgi_app,
+            django: on(django),
+            loader_dirs: loader_dir,
+            python,
+            recv,
+            send,
+            workers: req(workers, "workers").max(1) as usize,
+            keep_alive: req(keep_alive, "keep_alive"),
+            chroot: on(chroot),
+            mongrel2_chroot,
+            no_daemon: on(no_daemon),
+            reload: on(reload),
+            heartbeat,
+            heartbeat_timeout,
+            stdout: on(stdout),
+            log_level: log_level.unwrap_or(if on(debug) {
+                LogLevel::Debug
+            } else {
+                LogLevel::Info
+            }),
+            log_format: req(log_format, "log_format"),
+            server_name: req(server_name, "server_name"),
+            server_port: req(server_port, "server_port"),
+            max_requests: max_requests.unwrap_or(0),
+            max_requests_jitter: max_requests_jitter.unwrap_or(0),
+            timeout: secs(timeout),
+            graceful_timeout: Duration::from_secs(req(graceful_timeout, "graceful_timeout")),
+            load_timeout: secs(load_timeout),
+            user,
+            group,
             access_log,
-            access_log_format: args
-                .access_log_format
-                .clone()
-                .or_else(|| file.access_log_format.clone())
-                .unwrap_or_else(|| DEFAULT_ACCESS_LOG_FORMAT.to_string()),
-            filters: pick_vec(&args.filter, &file.filter),
-            max_upload_size: args.max_upload_size.or(file.max_upload_size),
-            keep_uploads: flag(args.keep_uploads, file.keep_uploads),
-            upload_max_age: args.upload_max_age.or(file.upload_max_age),
-            upload_temp_store: args
-                .upload_temp_store
-                .clone()
-                .or_else(|| file.upload_temp_store.clone()),
-            metrics_endpoint: args
-                .metrics_endpoint
-                .clone()
-                .or_else(|| file.metrics_endpoint.clone()),
-            envs,
+            access_log_format: req(access_log_format, "access_log_format"),
+            filters: filter,
+            max_upload_size,
+            keep_uploads: on(keep_uploads),
+            upload_max_age,
+            upload_temp_store,
+            metrics_endpoint,
+            envs: unique_envs,
             app_path,
         }
+    }
+
+    /// Heartbeats of the sockets connecting to the front ends (`--heartbeat`,
+    /// `--heartbeat-timeout`).
+    pub fn liveness(&self) -> Result<Liveness, LivenessError> {
+        Liveness::from_secs(self.heartbeat, self.heartbeat_timeout)
     }
 
     /// Checks what the server cannot start without; the message names the option.
@@ -266,6 +311,7 @@ impl Settings {
                 self.app_path.display()
             ));
         }
+        self.liveness().map_err(|e| e.to_string())?;
         if self.workers > crate::master::MAX_WORKERS {
             return Err(format!(
                 "workers: expected 1..={}, found {} (each worker is a Python process)",
@@ -292,7 +338,7 @@ impl Settings {
     }
 
     /// The configuration handed to one worker. `max_requests` already includes its jitter.
-    #[allow(clippy::needless_update)] // fields other engineers add keep their defaults
+    /// An exhaustive literal: a new [`WorkerConfig`] field does not compile until it is set.
     pub fn worker_config(&self, max_requests: u64) -> WorkerConfig {
         WorkerConfig {
             build: crate::launch::BUILD.to_string(),
@@ -308,11 +354,12 @@ impl Settings {
             server_port: self.server_port,
             mongrel2_chroot: self.mongrel2_chroot.clone(),
             max_requests,
-            debug: self.debug,
+            debug: self.log_level == LogLevel::Debug,
             filters: self.filters.clone(),
             max_upload_size: self.max_upload_size,
             keep_uploads: self.keep_uploads,
             metrics_endpoint: self.metrics_endpoint.clone(),
+            liveness: self.liveness().unwrap_or_default(),
             access_log: self.access_log.clone(),
             access_log_format: self
                 .access_log
@@ -321,7 +368,6 @@ impl Settings {
             envs: self.envs.clone(),
             upload_max_age: self.upload_max_age,
             upload_temp_store: self.upload_temp_store.clone(),
-            ..WorkerConfig::default()
         }
     }
 }
@@ -336,144 +382,32 @@ pub fn absolute_app_path(arg: Option<&Path>) -> PathBuf {
     }
 }
 
-/// The contents of a wsgid.json, every key optional.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[allow(missing_docs)]
-pub struct FileConfig {
-    pub recv: Option<Vec<String>>,
-    pub send: Option<Vec<String>>,
-    pub debug: Option<bool>,
-    pub workers: Option<usize>,
-    pub keep_alive: Option<bool>,
-    pub wsgi_app: Option<String>,
-    pub no_daemon: Option<bool>,
-    pub chroot: Option<bool>,
-    pub stdout: Option<bool>,
-    pub mongrel2_chroot: Option<PathBuf>,
-    pub envs: Option<Vec<(String, String)>>,
-    pub django: Option<bool>,
-    pub loader_dir: Option<Vec<PathBuf>>,
-    pub python: Option<PathBuf>,
-    pub server_name: Option<String>,
-    pub server_port: Option<u16>,
-    pub max_requests: Option<u64>,
-    pub max_requests_jitter: Option<u64>,
-    pub timeout: Option<u64>,
-    pub graceful_timeout: Option<u64>,
-    pub load_timeout: Option<u64>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub access_log: Option<PathBuf>,
-    pub access_log_format: Option<String>,
-    pub filter: Option<Vec<String>>,
-    pub max_upload_size: Option<u64>,
-    pub keep_uploads: Option<bool>,
-    pub upload_max_age: Option<u64>,
-    pub upload_temp_store: Option<String>,
-    pub metrics_endpoint: Option<String>,
+/// Reads a wsgid.json: its options and its unknown keys; a missing file is empty.
+pub fn read_file(path: &Path) -> Result<(Options, Vec<String>), SettingsError> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_file(path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Options::default(), Vec::new())),
+        Err(source) => Err(SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
-/// Every key wsgid.json may hold.
-pub const KNOWN_KEYS: &[&str] = &[
-    "recv",
-    "send",
-    "debug",
-    "workers",
-    "keep_alive",
-    "wsgi_app",
-    "no_daemon",
-    "chroot",
-    "stdout",
-    "mongrel2_chroot",
-    "envs",
-    "django",
-    "loader_dir",
-    "python",
-    "server_name",
-    "server_port",
-    "max_requests",
-    "max_requests_jitter",
-    "timeout",
-    "graceful_timeout",
-    "load_timeout",
-    "user",
-    "group",
-    "access_log",
-    "access_log_format",
-    "filter",
-    "max_upload_size",
-    "keep_uploads",
-    "upload_max_age",
-    "upload_temp_store",
-    "metrics_endpoint",
-];
+/// Parses a wsgid.json's bytes; `path` names the file in errors.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<(Options, Vec<String>), SettingsError> {
+    let map = parse_object(path, bytes)?;
+    Options::from_json(&map).map_err(|detail| SettingsError::Key {
+        path: path.to_path_buf(),
+        detail,
+    })
+}
 
-impl FileConfig {
-    /// Reads a wsgid.json; a missing file is an empty configuration.
-    pub fn read(path: &Path) -> Result<FileConfig, SettingsError> {
-        match std::fs::read(path) {
-            Ok(bytes) => FileConfig::parse(path, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-            Err(source) => Err(SettingsError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
-    }
-
-    /// Parses a wsgid.json's bytes; `path` names the file in errors. Unknown keys are ignored
-    /// (see [`FileConfig::unknown_keys`]).
-    pub fn parse(path: &Path, bytes: &[u8]) -> Result<FileConfig, SettingsError> {
-        let map = parse_object(path, bytes)?;
-        let r = Reader { path, map: &map };
-        Ok(FileConfig {
-            recv: r.endpoints("recv")?,
-            send: r.endpoints("send")?,
-            debug: r.bool("debug")?,
-            workers: r.uint("workers")?.map(|w| w as usize),
-            keep_alive: r.bool("keep_alive")?,
-            wsgi_app: r.string("wsgi_app")?,
-            no_daemon: r.bool("no_daemon")?,
-            chroot: r.bool("chroot")?,
-            stdout: r.bool("stdout")?,
-            mongrel2_chroot: r.string("mongrel2_chroot")?.map(PathBuf::from),
-            envs: r.envs("envs")?,
-            django: r.bool("django")?,
-            loader_dir: r
-                .strings("loader_dir")?
-                .map(|v| v.into_iter().map(PathBuf::from).collect()),
-            python: r.string("python")?.map(PathBuf::from),
-            server_name: r.string("server_name")?,
-            server_port: r.port("server_port")?,
-            max_requests: r.uint("max_requests")?,
-            max_requests_jitter: r.uint("max_requests_jitter")?,
-            timeout: r.uint("timeout")?,
-            graceful_timeout: r.uint("graceful_timeout")?,
-            load_timeout: r.uint("load_timeout")?,
-            user: r.string("user")?,
-            group: r.string("group")?,
-            access_log: r.string("access_log")?.map(PathBuf::from),
-            access_log_format: r.string("access_log_format")?,
-            filter: r.strings("filter")?,
-            max_upload_size: r.uint("max_upload_size")?,
-            keep_uploads: r.bool("keep_uploads")?,
-            upload_max_age: r.uint("upload_max_age")?,
-            upload_temp_store: r.string("upload_temp_store")?,
-            metrics_endpoint: r.string("metrics_endpoint")?,
-        })
-    }
-
-    /// Keys of a wsgid.json that wsgid does not know (worth a warning: likely a typo).
-    pub fn unknown_keys(bytes: &[u8]) -> Vec<String> {
-        match serde_json::from_slice::<Map<String, Value>>(bytes) {
-            Ok(map) => map
-                .keys()
-                .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
-                .cloned()
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
+/// Keys of a wsgid.json that wsgid does not know (worth a warning: likely a typo).
+pub fn unknown_keys(bytes: &[u8]) -> Vec<String> {
+    parse_file(Path::new(CONFIG_FILE), bytes)
+        .map(|(_, u)| u)
+        .unwrap_or_default()
 }
 
 fn parse_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, SettingsError> {
@@ -483,118 +417,17 @@ fn parse_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, Setting
     })
 }
 
-struct Reader<'a> {
-    path: &'a Path,
-    map: &'a Map<String, Value>,
-}
-
-impl Reader<'_> {
-    fn err(&self, key: &str, expected: &'static str, found: &Value) -> SettingsError {
-        SettingsError::Key {
-            path: self.path.to_path_buf(),
-            key: key.to_string(),
-            expected,
-            found: found.to_string(),
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>, SettingsError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        match v {
-            Value::Bool(b) => Ok(Some(*b)),
-            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
-            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-            _ => Err(self.err(key, "true or false", v)),
-        }
-    }
-
-    fn uint(&self, key: &str) -> Result<Option<u64>, SettingsError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let n = match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse::<u64>().ok(),
-            _ => None,
-        };
-        n.map(Some)
-            .ok_or_else(|| self.err(key, "a non-negative integer", v))
-    }
-
-    fn port(&self, key: &str) -> Result<Option<u16>, SettingsError> {
-        match self.uint(key)? {
-            None => Ok(None),
-            Some(n) => u16::try_from(n)
-                .map(Some)
-                .map_err(|_| self.err(key, "a port number 0..=65535", &Value::from(n))),
-        }
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>, SettingsError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(self.err(key, "a string", v)),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, SettingsError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        match v {
-            Value::String(s) => Ok(Some(vec![s.clone()])),
-            Value::Array(items) => items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => Ok(s.clone()),
-                    _ => Err(self.err(key, "a string or a list of strings", v)),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            _ => Err(self.err(key, "a string or a list of strings", v)),
-        }
-    }
-
-    fn endpoints(&self, key: &str) -> Result<Option<Vec<String>>, SettingsError> {
-        let list = self.strings(key)?;
-        if let Some(list) = &list {
-            for e in list {
-                if validate_endpoint(e).is_err() {
-                    return Err(self.err(
-                        key,
-                        "(inproc|ipc|tcp|pgm|epgm)://ADDRESS endpoints (tcp://HOST:PORT)",
-                        &Value::String(e.clone()),
-                    ));
-                }
-            }
-        }
-        Ok(list)
-    }
-
-    fn envs(&self, key: &str) -> Result<Option<Vec<(String, String)>>, SettingsError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let Value::Object(map) = v else {
-            return Err(self.err(key, "an object of NAME: value", v));
-        };
-        map.iter()
-            .map(|(k, val)| match val {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                Value::Number(n) => Ok((k.clone(), n.to_string())),
-                Value::Bool(b) => Ok((k.clone(), b.to_string())),
-                _ => Err(self.err(key, "an object of NAME: string", v)),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
+/// The effective settings as a wsgid.json object (every option that has a value) and, per
+/// key, where the value came from: `--print-config`.
+pub fn print_config(loaded: &Loaded) -> (String, Vec<(String, Source)>) {
+    let map = loaded.resolved.options.to_json();
+    let mut text = serde_json::to_string_pretty(&Value::Object(map.clone())).expect("JSON values");
+    text.push('\n');
+    let sources = map
+        .keys()
+        .map(|k| (k.clone(), loaded.resolved.sources[k]))
+        .collect();
+    (text, sources)
 }
 
 /// `wsgid config`: stores the given options into `<app-path>/wsgid.json`, keeping what the
@@ -605,7 +438,7 @@ pub fn write_config(args: &ConfigArgs) -> Result<PathBuf, SettingsError> {
     let mut map = match std::fs::read(&path) {
         Ok(bytes) => {
             // Refuse to rewrite a file that would not load.
-            FileConfig::parse(&path, &bytes)?;
+            parse_file(&path, &bytes)?;
             parse_object(&path, &bytes)?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
@@ -621,113 +454,28 @@ pub fn write_config(args: &ConfigArgs) -> Result<PathBuf, SettingsError> {
     Ok(path)
 }
 
-/// Sets the keys `args` gives into a wsgid.json object (pure).
+/// Sets the keys `args` gives into a wsgid.json object (pure): the options given as flags
+/// (lists replace, `envs` merges), and `false` for each `--no-*`.
 pub fn apply_config_args(map: &mut Map<String, Value>, args: &ConfigArgs) {
-    let s = &args.serve;
-    let mut set = |k: &str, v: Value| {
-        map.insert(k.to_string(), v);
-    };
-    let list = |v: &[String]| {
-        if v.len() == 1 {
-            Value::from(v[0].clone())
-        } else {
-            Value::from(v.to_vec())
+    let mut given = args.serve.flag_options().to_json();
+    // A list of one is written as its item, as wsgid 0.7 wrote `"recv": "tcp://..."`.
+    for v in given.values_mut() {
+        if let Value::Array(items) = v
+            && items.len() == 1
+        {
+            *v = items.remove(0);
         }
-    };
-    let path = |p: &Path| Value::from(p.to_string_lossy().into_owned());
-    if !s.recv.is_empty() {
-        set("recv", list(&s.recv));
     }
-    if !s.send.is_empty() {
-        set("send", list(&s.send));
-    }
-    for (key, on, off) in [
-        ("debug", s.debug, args.no_debug),
-        ("chroot", s.chroot, args.no_chroot),
-        ("no_daemon", s.no_daemon, args.daemon),
-        ("stdout", s.stdout, args.no_stdout),
-        ("django", s.django, args.no_django),
-        ("keep_uploads", s.keep_uploads, false),
+    overlay(map, &given);
+    for (key, off) in [
+        ("debug", args.no_debug),
+        ("chroot", args.no_chroot),
+        ("no_daemon", args.daemon),
+        ("stdout", args.no_stdout),
+        ("django", args.no_django),
     ] {
-        if on {
-            set(key, Value::Bool(true));
-        } else if off {
-            set(key, Value::Bool(false));
-        }
-    }
-    if let Some(k) = s.keep_alive_flag() {
-        set("keep_alive", Value::Bool(k));
-    }
-    if let Some(w) = s.workers {
-        set("workers", Value::from(w));
-    }
-    if let Some(v) = &s.wsgi_app {
-        set("wsgi_app", Value::from(v.clone()));
-    }
-    if let Some(v) = &s.mongrel2_chroot {
-        set("mongrel2_chroot", path(v));
-    }
-    if !s.loader_dir.is_empty() {
-        set(
-            "loader_dir",
-            Value::from(
-                s.loader_dir
-                    .iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect::<Vec<_>>(),
-            ),
-        );
-    }
-    if let Some(v) = &s.python {
-        set("python", path(v));
-    }
-    if let Some(v) = &s.server_name {
-        set("server_name", Value::from(v.clone()));
-    }
-    if let Some(v) = s.server_port {
-        set("server_port", Value::from(v));
-    }
-    for (key, v) in [
-        ("max_requests", s.max_requests),
-        ("max_requests_jitter", s.max_requests_jitter),
-        ("timeout", s.timeout),
-        ("graceful_timeout", s.graceful_timeout),
-        ("load_timeout", s.load_timeout),
-        ("max_upload_size", s.max_upload_size),
-        ("upload_max_age", s.upload_max_age),
-    ] {
-        if let Some(v) = v {
-            set(key, Value::from(v));
-        }
-    }
-    for (key, v) in [
-        ("user", &s.user),
-        ("group", &s.group),
-        ("access_log_format", &s.access_log_format),
-        ("upload_temp_store", &s.upload_temp_store),
-        ("metrics_endpoint", &s.metrics_endpoint),
-    ] {
-        if let Some(v) = v {
-            set(key, Value::from(v.clone()));
-        }
-    }
-    if let Some(v) = &s.access_log {
-        set("access_log", path(v));
-    }
-    if !s.filter.is_empty() {
-        set("filter", Value::from(s.filter.clone()));
-    }
-    if !s.envs.is_empty() {
-        let envs = map
-            .entry("envs".to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !envs.is_object() {
-            *envs = Value::Object(Map::new());
-        }
-        if let Value::Object(envs) = envs {
-            for (k, v) in &s.envs {
-                envs.insert(k.clone(), Value::from(v.clone()));
-            }
+        if off {
+            map.insert(key.to_string(), Value::Bool(false));
         }
     }
 }
@@ -738,29 +486,8 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
 
-    fn file(json: &str) -> Result<FileConfig, SettingsError> {
-        FileConfig::parse(Path::new("/app/wsgid.json"), json.as_bytes())
-    }
-
-    #[test]
-    fn the_originals_file_with_string_values_loads() {
-        let f = file(
-            r#"{"recv": "tcp://127.0.0.1:5000", "send": "tcp://127.0.0.1:5001",
-                "debug": "true", "workers": "4", "chroot": "false",
-                "envs": {"ENV1": "VALUE1", "ENV2": "VALUE2"}}"#,
-        )
-        .unwrap();
-        assert_eq!(f.recv, Some(vec!["tcp://127.0.0.1:5000".to_string()]));
-        assert_eq!(f.debug, Some(true));
-        assert_eq!(f.workers, Some(4));
-        assert_eq!(f.chroot, Some(false));
-        assert_eq!(
-            f.envs,
-            Some(vec![
-                ("ENV1".into(), "VALUE1".into()),
-                ("ENV2".into(), "VALUE2".into())
-            ])
-        );
+    fn file(json: &str) -> Result<Options, SettingsError> {
+        parse_file(Path::new("/app/wsgid.json"), json.as_bytes()).map(|(o, _)| o)
     }
 
     #[test]
@@ -771,20 +498,11 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("expected a non-negative integer"), "{e}");
-        let e = file(r#"{"recv": "localhost:5"}"#).unwrap_err().to_string();
-        assert!(e.contains("\"recv\"") && e.contains("tcp://"), "{e}");
-        let e = file(r#"{"debug": 3}"#).unwrap_err().to_string();
-        assert!(
-            e.contains("\"debug\"") && e.contains("true or false"),
-            "{e}"
-        );
         let e = file("[1, 2]").unwrap_err().to_string();
         assert!(
             e.contains("/app/wsgid.json") && e.contains("JSON object"),
             "{e}"
         );
-        let e = file(r#"{"envs": ["A"]}"#).unwrap_err().to_string();
-        assert!(e.contains("\"envs\""), "{e}");
     }
 
     #[test]
@@ -811,24 +529,41 @@ mod tests {
         assert_eq!(s.recv.len(), 2);
         assert_eq!(s.send, vec!["tcp://127.0.0.1:9".to_string()]);
         assert!(s.keep_alive);
-        assert!(s.debug);
+        assert_eq!(s.log_level, LogLevel::Debug);
         assert_eq!(s.timeout, Some(Duration::from_secs(10)));
         assert_eq!(
             s.envs,
-            vec![("B".into(), "file".into()), ("A".into(), "cli".into())]
+            vec![("A".into(), "cli".into()), ("B".into(), "file".into())]
+        );
+    }
+
+    #[test]
+    fn log_level_wins_over_debug() {
+        let f = file(r#"{"debug": true, "log_level": "warning"}"#).unwrap();
+        let s = Settings::merge(PathBuf::from("/app"), &f, &ServeArgs::default());
+        assert_eq!(s.log_level, LogLevel::Warning);
+        let cli =
+            Cli::try_parse_from(["wsgid", "--log-level", "error", "--log-format", "json"]).unwrap();
+        let s = Settings::merge(PathBuf::from("/app"), &Options::default(), &cli.serve);
+        assert_eq!(
+            (s.log_level, s.log_format),
+            (LogLevel::Error, LogFormat::Json)
         );
     }
 
     #[test]
     fn more_workers_than_a_master_runs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let file = FileConfig {
+        let file = Options {
             workers: Some(100_000),
-            ..FileConfig::default()
+            ..Options::default()
         };
         let args = ServeArgs {
-            recv: vec!["tcp://127.0.0.1:1".into()],
-            send: vec!["tcp://127.0.0.1:2".into()],
+            options: Options {
+                recv: vec!["tcp://127.0.0.1:1".into()],
+                send: vec!["tcp://127.0.0.1:2".into()],
+                ..Options::default()
+            },
             ..ServeArgs::default()
         };
         let s = Settings::merge(dir.path().to_path_buf(), &file, &args);
@@ -840,41 +575,53 @@ mod tests {
     fn defaults() {
         let s = Settings::merge(
             PathBuf::from("/app"),
-            &FileConfig::default(),
+            &Options::default(),
             &ServeArgs::default(),
         );
         assert_eq!(s.workers, 1);
         assert!(s.keep_alive);
         assert_eq!(s.timeout, None);
-        assert_eq!(s.graceful_timeout, Duration::from_secs(30));
+        assert_eq!(
+            s.load_timeout,
+            Some(Duration::from_secs(DEFAULT_LOAD_TIMEOUT))
+        );
+        assert_eq!(
+            s.graceful_timeout,
+            Duration::from_secs(DEFAULT_GRACEFUL_TIMEOUT)
+        );
+        assert_eq!(s.server_name, "localhost");
+        assert_eq!(s.log_level, LogLevel::Info);
         assert_eq!(s.access_log, None);
         assert_eq!(s.worker_config(0).access_log_format, None);
+        assert_eq!(
+            Settings::from_options(PathBuf::from("/app"), Options::default()),
+            s
+        );
     }
 
     #[test]
     fn access_log_defaults_to_logs_access_log_in_an_initialised_folder() {
         let dir = tempfile::tempdir().unwrap();
         let none = ServeArgs::default();
-        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &none);
+        let nothing = Options::default();
+        let s = Settings::merge(dir.path().to_path_buf(), &nothing, &none);
         assert_eq!(s.access_log, None);
         std::fs::create_dir(dir.path().join("logs")).unwrap();
-        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &none);
+        let s = Settings::merge(dir.path().to_path_buf(), &nothing, &none);
         assert_eq!(s.access_log, Some(dir.path().join("logs/access.log")));
         assert_eq!(
             s.worker_config(0).access_log_format.as_deref(),
             Some(DEFAULT_ACCESS_LOG_FORMAT)
         );
-        let off = ServeArgs {
-            no_access_log: true,
-            ..ServeArgs::default()
-        };
-        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &off);
+        let off = Cli::try_parse_from(["wsgid", "--no-access-log"])
+            .unwrap()
+            .serve;
+        let s = Settings::merge(dir.path().to_path_buf(), &nothing, &off);
         assert_eq!(s.access_log, None);
-        let stdout = ServeArgs {
-            access_log: Some(PathBuf::from("-")),
-            ..ServeArgs::default()
-        };
-        let s = Settings::merge(dir.path().to_path_buf(), &FileConfig::default(), &stdout);
+        let stdout = Cli::try_parse_from(["wsgid", "--access-log", "-"])
+            .unwrap()
+            .serve;
+        let s = Settings::merge(dir.path().to_path_buf(), &nothing, &stdout);
         assert_eq!(s.access_log, Some(PathBuf::from("-")));
     }
 
@@ -903,14 +650,24 @@ mod tests {
         let mut map = Map::new();
         map.insert("debug".into(), Value::from("true"));
         map.insert("custom".into(), Value::from(1));
+        map.insert("envs".into(), serde_json::json!({"KEEP": "me"}));
         apply_config_args(&mut map, &args);
         let bytes = serde_json::to_vec(&map).unwrap();
-        let f = FileConfig::parse(Path::new("w.json"), &bytes).unwrap();
+        let (f, unknown) = parse_file(Path::new("w.json"), &bytes).unwrap();
         assert_eq!(f.workers, Some(3));
         assert_eq!(f.keep_alive, Some(false));
         assert_eq!(f.debug, Some(false));
         assert_eq!(f.mongrel2_chroot, Some(PathBuf::from("/m2")));
-        assert_eq!(f.envs, Some(vec![("X".into(), "1".into())]));
-        assert_eq!(FileConfig::unknown_keys(&bytes), vec!["custom".to_string()]);
+        assert_eq!(
+            f.envs,
+            vec![("KEEP".into(), "me".into()), ("X".into(), "1".into())]
+        );
+        assert_eq!(unknown, vec!["custom".to_string()]);
+        assert_eq!(unknown_keys(&bytes), vec!["custom".to_string()]);
+        assert_eq!(
+            map["recv"],
+            Value::from("tcp://127.0.0.1:1"),
+            "a list of one as wsgid 0.7"
+        );
     }
 }

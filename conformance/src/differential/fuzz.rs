@@ -8,7 +8,7 @@
 //! as deterministic as in the hand-written suite. Seeds are dealt round-robin: seed
 //! `first + i` always generates the same exchange, whichever worker runs it.
 
-use super::{Exchange, Step, Target, generate, run, start_fake, start_real};
+use super::{Exchange, Step, Target, generate, run, start_fake_with, start_real_with};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,8 +118,8 @@ impl Pair {
     /// client writes are not recorded (TCP timing).
     fn start(settle: Duration) -> Self {
         let (mut real, mut fake) = std::thread::scope(|s| {
-            let r = s.spawn(start_real);
-            let f = s.spawn(start_fake);
+            let r = s.spawn(|| start_real_with(&generate::settings()));
+            let f = s.spawn(|| start_fake_with(&generate::settings()));
             (
                 r.join().expect("the real Mongrel2 starts"),
                 f.join().expect("fake-mongrel2 starts"),

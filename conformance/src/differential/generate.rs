@@ -19,6 +19,16 @@ pub const MAX_PIECES: usize = 3;
 /// The `limits.content_length` of the differential config: larger bodies are uploads.
 pub const CONTENT_LENGTH_LIMIT: usize = 2048;
 
+/// The `limits.header_count` the fuzzer's servers run with ([`settings`]): low enough that
+/// generated heads reach it within `limits.buffer_size` (at the default 1280 no 4 KiB head can).
+pub const HEADER_COUNT: usize = 40;
+
+/// The settings the fuzzer adds to the differential config template (see
+/// [`super::start_real_with`]).
+pub fn settings() -> String {
+    format!(r#", "limits.header_count": {HEADER_COUNT}"#)
+}
+
 /// splitmix64: small, seedable, reproducible everywhere.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -292,6 +302,48 @@ fn target(rng: &mut Rng) -> Vec<u8> {
     t
 }
 
+/// A request head being written, with the header lines Mongrel2 will keep
+/// (`limits.header_count`, see [`fake_mongrel2::http::HeaderCount`]): a framing header past
+/// the limit is ignored by the server, so the generator must know whether it counts.
+struct Head {
+    /// The bytes so far.
+    bytes: Vec<u8>,
+    /// The names (lowercased) of the lines kept, in order.
+    kept: Vec<(Vec<u8>, &'static [u8])>,
+    /// The server's count of distinct names.
+    count: fake_mongrel2::http::HeaderCount,
+}
+
+impl Head {
+    /// An empty head under the fuzzer's [`HEADER_COUNT`].
+    fn new() -> Self {
+        Head {
+            bytes: Vec::new(),
+            kept: Vec::new(),
+            count: fake_mongrel2::http::HeaderCount::new(HEADER_COUNT),
+        }
+    }
+
+    /// Appends a header line; whether the server keeps it.
+    fn line(&mut self, rng: &mut Rng, name: &[u8], value: &[u8]) -> bool {
+        header(&mut self.bytes, rng, name, value);
+        let lower = name.to_ascii_lowercase();
+        let keep = self.count.admit(&lower, &self.kept);
+        if keep {
+            self.kept.push((lower, b""));
+        }
+        keep
+    }
+
+    /// Distinct names kept so far.
+    fn distinct(&self) -> usize {
+        let mut names: Vec<&[u8]> = self.kept.iter().map(|(n, _)| n.as_slice()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.len()
+    }
+}
+
 /// Appends one header line (`name:` SP? `value` EOL).
 fn header(out: &mut Vec<u8>, rng: &mut Rng, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -395,7 +447,8 @@ fn strtol10(v: &[u8]) -> i64 {
 
 /// One request: request line, headers, framing and body.
 fn request(rng: &mut Rng) -> Req {
-    let mut head = Vec::new();
+    let mut h = Head::new();
+    let head = &mut h.bytes;
     // request line
     if rng.chance(4) {
         head.extend_from_slice(rng.pick(BAD_METHODS));
@@ -414,7 +467,7 @@ fn request(rng: &mut Rng) -> Req {
     let mut cl_first: Option<i64> = None;
     let mut te_first: Option<Vec<u8>> = None;
     if rng.chance(85) {
-        header(&mut head, rng, b"Host", b"localhost");
+        h.line(rng, b"Host", b"localhost");
     }
     for _ in 0..rng.below(4) {
         let name: &[u8] = if rng.chance(6) {
@@ -429,23 +482,33 @@ fn request(rng: &mut Rng) -> Req {
             if times > 1 {
                 v.extend_from_slice(format!("{i}").as_bytes());
             }
-            header(&mut head, rng, name, &v);
+            h.line(rng, name, &v);
         }
     }
     if rng.chance(4) {
         // a long value: heads around limits.buffer_size
         let n = rng.pick(&[100usize, 1000, 1900, 2000, 4000, 4100, 9000]) + rng.below(100);
-        header(&mut head, rng, b"X-Long", &vec![b'l'; n]);
+        h.line(rng, b"X-Long", &vec![b'l'; n]);
     }
     if rng.chance(3) {
-        // many headers
-        for i in 0..20 + rng.below(60) {
-            header(&mut head, rng, format!("X-H{i}").as_bytes(), b"v");
+        // many headers, half the time ending within 2 names of limits.header_count (the
+        // framing headers after them are then sometimes dropped)
+        let n = if rng.chance(50) {
+            (HEADER_COUNT + rng.below(5)).saturating_sub(2 + h.distinct())
+        } else {
+            20 + rng.below(60)
+        };
+        for i in 0..n {
+            h.line(rng, format!("X-H{i}").as_bytes(), b"v");
+        }
+        if n > 0 && rng.chance(30) {
+            // a repeat of a name held: dropped too once the names are full
+            h.line(rng, b"x-h0", b"again");
         }
     }
     if rng.chance(5) {
         let v: &[u8] = rng.pick(&[&b"100-continue"[..], b"100-Continue", b"nothing"]);
-        header(&mut head, rng, b"Expect", v);
+        h.line(rng, b"Expect", v);
     }
     // framing
     let mut body = Body::None;
@@ -462,11 +525,12 @@ fn request(rng: &mut Rng) -> Req {
         // Content-Length, sometimes repeated or conflicting
         let form = rng.pick(CL_FORMS);
         let v = form.replace("{n}", &n.to_string());
-        header(&mut head, rng, cl_name, v.as_bytes());
-        cl_first = Some(strtol10(v.as_bytes()));
+        if h.line(rng, cl_name, v.as_bytes()) {
+            cl_first = Some(strtol10(v.as_bytes()));
+        }
         if rng.chance(10) {
             let other = (n + 1 + rng.below(5)).to_string();
-            header(&mut head, rng, b"Content-Length", other.as_bytes());
+            h.line(rng, b"Content-Length", other.as_bytes());
         }
         let mut bytes: Vec<u8> = (0..n).map(|i| b'A' + (i % 26) as u8).collect();
         if rng.chance(8) {
@@ -478,8 +542,9 @@ fn request(rng: &mut Rng) -> Req {
         let set = rng.pick(TE_SETS);
         if rng.chance(12) {
             let v = n.min(40).to_string();
-            header(&mut head, rng, cl_name, v.as_bytes());
-            cl_first = Some(strtol10(v.as_bytes()));
+            if h.line(rng, cl_name, v.as_bytes()) {
+                cl_first = Some(strtol10(v.as_bytes()));
+            }
         }
         for (i, te) in set.iter().enumerate() {
             let name: &[u8] = if rng.chance(20) {
@@ -487,9 +552,9 @@ fn request(rng: &mut Rng) -> Req {
             } else {
                 b"Transfer-Encoding"
             };
-            header(&mut head, rng, name, te.as_bytes());
-            if i == 0 {
-                te_first = Some(te.as_bytes().to_vec());
+            if h.line(rng, name, te.as_bytes()) && i == 0 {
+                // the server strips a value's leading spaces (" chunked" is chunked)
+                te_first = Some(te.trim_start().as_bytes().to_vec());
             }
         }
         body = Body::Raw(chunked_body(rng, n.min(3000)));
@@ -497,13 +562,17 @@ fn request(rng: &mut Rng) -> Req {
         // a body without framing headers (case 24)
         body = Body::Raw(b"stray body".to_vec());
     }
-    head.extend_from_slice(eol(rng));
+    h.bytes.extend_from_slice(eol(rng));
     if let Some(cl) = cl_first {
         upload = cl > CONTENT_LENGTH_LIMIT as i64 && cl <= i64::from(i32::MAX);
     } else if te_first.as_deref() == Some(b"chunked") {
         upload = true;
     }
-    Req { head, body, upload }
+    Req {
+        head: h.bytes,
+        body,
+        upload,
+    }
 }
 
 /// Splits `bytes` into up to `MAX_PIECES` writes, each consumed by the server before the next.
@@ -711,6 +780,51 @@ mod tests {
             assert_eq!(exchange(seed), exchange(seed));
         }
         assert_ne!(exchange(1), exchange(2));
+    }
+
+    /// The generated heads reach `limits.header_count`, some drop lines past it, some lose
+    /// their framing that way, and the generator's upload flag follows what the server keeps.
+    #[test]
+    fn heads_reach_the_header_count_and_uploads_follow_what_is_kept() {
+        use fake_mongrel2::http::{BodyKind, Parsed, parse_message, parse_message_with};
+        let distinct = |h: &[(Vec<u8>, &[u8])]| {
+            let mut n: Vec<&Vec<u8>> = h.iter().map(|(n, _)| n).collect();
+            n.sort_unstable();
+            n.dedup();
+            n.len()
+        };
+        let (mut full, mut dropped, mut framing_dropped) = (0, 0, 0);
+        for seed in 0..20_000 {
+            let r = request(&mut Rng::new(seed));
+            let Parsed::Request(limited) = parse_message_with(&r.head, 1 << 16, HEADER_COUNT)
+            else {
+                continue;
+            };
+            let Parsed::Request(all) = parse_message(&r.head, 1 << 16) else {
+                panic!("seed {seed}: parses under the limit only");
+            };
+            if distinct(&limited.headers) == HEADER_COUNT {
+                full += 1;
+            }
+            if limited.headers.len() < all.headers.len() {
+                dropped += 1;
+            }
+            if limited.body != all.body {
+                framing_dropped += 1;
+            }
+            let upload = match limited.body {
+                BodyKind::Length(n) => n > CONTENT_LENGTH_LIMIT as u64,
+                BodyKind::Chunked => true,
+                BodyKind::None => false,
+            };
+            assert_eq!(r.upload, upload, "seed {seed}: {:?}", limited.body);
+        }
+        assert!(full > 20, "{full} heads hold limits.header_count names");
+        assert!(dropped > 10, "{dropped} heads with lines dropped");
+        assert!(
+            framing_dropped > 0,
+            "{framing_dropped} heads lose their framing"
+        );
     }
 
     #[test]

@@ -117,16 +117,26 @@ pub struct Target {
 }
 
 /// The differential config template with `ports` (HTTP, JSON send/recv, TNET send/recv) and
-/// `chroot` filled in.
-pub fn config(ports: &[u16; 5], chroot: &str) -> String {
+/// `chroot` filled in, and `extra` (more settings, each `, "key": value`, or empty) added at the
+/// end of its `settings` dict (the template itself stays as `bench/run.sh` reads it).
+pub fn config(ports: &[u16; 5], chroot: &str, extra: &str) -> String {
     let t = std::fs::read_to_string(crate::fixtures_dir().join("mongrel2/differential.conf.in"))
         .expect("config template");
-    t.replace("@PORT@", &ports[0].to_string())
+    let mut t = t
+        .replace("@PORT@", &ports[0].to_string())
         .replace("@JSON_SEND@", &ports[1].to_string())
         .replace("@JSON_RECV@", &ports[2].to_string())
         .replace("@TNET_SEND@", &ports[3].to_string())
         .replace("@TNET_RECV@", &ports[4].to_string())
-        .replace("@CHROOT@", chroot)
+        .replace("@CHROOT@", chroot);
+    if !extra.is_empty() {
+        let dict = t
+            .find("\nsettings = {")
+            .expect("the template has a settings dict");
+        let end = dict + t[dict..].find("\n}").expect("the settings dict is closed");
+        t.insert_str(end, extra);
+    }
+    t
 }
 
 /// Five free ports: HTTP, JSON send/recv, TNET send/recv.
@@ -156,12 +166,22 @@ fn handlers(p: &[u16; 5]) -> Vec<TestHandler> {
 
 /// Starts the real Mongrel2 from the template (panics when it is not installed).
 pub fn start_real() -> Target {
+    start_real_with("")
+}
+
+/// Starts fake-mongrel2 in-process from the same template.
+pub fn start_fake() -> Target {
+    start_fake_with("")
+}
+
+/// [`start_real`] with `extra` settings (each `, "key": value`) added to the template's.
+pub fn start_real_with(extra: &str) -> Target {
     assert!(
         crate::mongrel2::real_available(),
         "the differential suite needs the real Mongrel2: apt-get install -y mongrel2-core sqlite3"
     );
     let p = ports();
-    let text = config(&p, RealMongrel2::CHROOT_MARK);
+    let text = config(&p, RealMongrel2::CHROOT_MARK, extra);
     let real = RealMongrel2::start(&text, "9a8b7c6d-0000-4000-8000-0000000d1ff0", p[0]);
     warm_up(real.http_addr);
     Target {
@@ -175,8 +195,8 @@ pub fn start_real() -> Target {
     }
 }
 
-/// Starts fake-mongrel2 in-process from the same template.
-pub fn start_fake() -> Target {
+/// [`start_fake`] with `extra` settings (each `, "key": value`) added to the template's.
+pub fn start_fake_with(extra: &str) -> Target {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
     // The ports are free when picked, but a test process running beside this one may bind
@@ -184,7 +204,7 @@ pub fn start_fake() -> Target {
     let mut tries = 0;
     let (p, m2) = loop {
         let p = ports();
-        let text = config(&p, &dir.path().display().to_string());
+        let text = config(&p, &dir.path().display().to_string(), extra);
         match crate::fake::try_start_from_config(&text) {
             Ok((m2, _warnings)) => break (p, m2),
             Err(e) if tries < 5 => {

@@ -22,7 +22,6 @@
 //! Uploads: a filter may define `upload_start(self, m2message)`; returning `False` denies the
 //! upload ([`Filters::admit_upload`]).
 
-pub mod builtin;
 pub mod python;
 
 use std::time::Instant;
@@ -30,10 +29,11 @@ use std::time::Instant;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-pub use builtin::Builtin;
 pub use python::{Kinds, PyFilter};
+pub use wsgid::builtin_filters::Builtin;
 use wsgid::config::WorkerConfig;
 use wsgid::metrics::{MetricsError, MetricsPublisher, PostEvent, PreEvent};
+use wsgid::request::RequestView;
 
 /// A filter chain could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -57,57 +57,6 @@ pub enum FilterError {
     /// The metrics socket could not be opened.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-}
-
-/// The parts of a Mongrel2 request the filters look at.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestInfo<'a> {
-    /// The sender (handler's send_ident).
-    pub sender: &'a [u8],
-    /// The connection id.
-    pub conn_id: u64,
-    /// The raw request path.
-    pub path: &'a [u8],
-    /// Mongrel2's headers in frame order, flattened: a repeated header appears once per value.
-    pub headers: &'a [(&'a [u8], &'a [u8])],
-    /// The inline body.
-    pub body: &'a [u8],
-}
-
-impl<'a> RequestInfo<'a> {
-    /// The first value of header `name` (exact, case-sensitive: Mongrel2 lowercases client
-    /// headers and uppercases its own).
-    pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-    }
-}
-
-/// A parsed request's headers flattened for [`RequestInfo::headers`] (a repeated header once
-/// per value, in order).
-pub fn flat_headers<'a>(req: &'a protocol::Request<'a>) -> Vec<(&'a [u8], &'a [u8])> {
-    let mut flat = Vec::with_capacity(req.headers.len() + 2);
-    for (name, value) in req.headers.iter() {
-        for one in value.iter() {
-            flat.push((name, one));
-        }
-    }
-    flat
-}
-
-impl<'a> RequestInfo<'a> {
-    /// The view of `req` the filters take, `flat` being [`flat_headers`] of it.
-    pub fn of(req: &'a protocol::Request<'a>, flat: &'a [(&'a [u8], &'a [u8])]) -> Self {
-        RequestInfo {
-            sender: req.sender,
-            conn_id: req.conn_id,
-            path: req.path,
-            headers: flat,
-            body: req.body,
-        }
-    }
 }
 
 enum Entry {
@@ -294,31 +243,21 @@ impl Filters {
 
     /// A request starts: note the time, publish the metrics `pre` event, build the
     /// `wsgid.core.Message` if Python filters will need it.
-    pub fn begin(&mut self, py: Python<'_>, req: &RequestInfo<'_>) -> RequestCtx {
+    pub fn begin(&mut self, py: Python<'_>, req: &RequestView<'_>) -> RequestCtx {
         let started = Instant::now();
         let mut ctx = RequestCtx {
             started,
             start_us: 0,
             seq: 0,
-            conn_id: req.conn_id,
+            conn_id: req.req.conn_id,
             message: None,
         };
         if let Some(metrics) = self.metrics.as_mut() {
             ctx.start_us = wsgid::metrics::now_us();
-            let uri = req.header(b"URI").unwrap_or(req.path);
+            let pre = PreEvent::of(req, ctx.start_us);
             self.uri.clear();
-            self.uri.extend_from_slice(uri);
-            ctx.seq = metrics.pre(&PreEvent {
-                conn_id: req.conn_id,
-                ts_us: ctx.start_us,
-                method: req.header(b"METHOD").unwrap_or(b""),
-                uri,
-                user_agent: req.header(b"user-agent"),
-                content_length: req
-                    .header(b"content-length")
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.trim().parse().ok()),
-            });
+            self.uri.extend_from_slice(pre.uri);
+            ctx.seq = metrics.pre(&pre);
         }
         if self.python {
             match python::message(py, req) {
@@ -442,7 +381,7 @@ impl Filters {
     /// A Python filter's `upload_start(m2message)` hook, if any filter has one, decides on an
     /// upload-start: false when one of them returned `False`. A hook that raises is logged
     /// and ignored.
-    pub fn admit_upload(&self, py: Python<'_>, req: &RequestInfo<'_>) -> bool {
+    pub fn admit_upload(&self, py: Python<'_>, req: &RequestView<'_>) -> bool {
         if !self.python {
             return true;
         }
@@ -465,7 +404,7 @@ impl Filters {
                 Ok(v) if v.cast::<pyo3::types::PyBool>().is_ok_and(|b| !b.is_true()) => {
                     tracing::info!(
                         "upload for connection {} denied by request filter {}",
-                        req.conn_id,
+                        req.req.conn_id,
                         f.label
                     );
                     return false;
@@ -535,6 +474,3 @@ pub fn prefixed_body<'py>(
         .getattr("PrefixedBody")?
         .call1((PyList::new(py, first)?, rest, app_iterable))
 }
-
-#[cfg(test)]
-mod tests;

@@ -145,10 +145,19 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// A `wsgid.core.Message` for a request (see [`super::RequestInfo`]).
-pub fn message<'py>(py: Python<'py>, req: &super::RequestInfo<'_>) -> PyResult<Bound<'py, PyAny>> {
+/// A `wsgid.core.Message` for a request: its sender, connection id, raw path, headers (a
+/// repeated header as a list of its values, in frame order) and inline body.
+pub fn message<'py>(
+    py: Python<'py>,
+    view: &wsgid::request::RequestView<'_>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let req = view.req;
     let headers = PyDict::new(py);
-    for (name, value) in req.headers {
+    let flat = req
+        .headers
+        .iter()
+        .flat_map(|(name, value)| value.iter().map(move |one| (name, one)));
+    for (name, value) in flat {
         let name = latin1(py, name);
         let value = latin1(py, value);
         match headers.get_item(&name)? {

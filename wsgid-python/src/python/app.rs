@@ -3,18 +3,20 @@
 //! Content-Length; anything else streams piece by piece), `close()` always, and the error
 //! answers (500 before any byte; a closed connection after).
 
-use protocol::Request;
+use http1::RequestFraming;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::filters::{Filters, RequestCtx, RequestInfo};
-use crate::python::environ::{EnvironBuilder, RequestFacts};
+use crate::filters::{Filters, RequestCtx};
+use crate::python::environ::EnvironBuilder;
 use crate::python::input::{ErrorStream, Input};
-use crate::python::responder::{Responder, Sent, bytes_data};
+use crate::python::response::{WsgiResponse, bytes_data};
 use crate::python::{format_exception, support_module};
+use crate::reply::Sent;
 use crate::transport::Outbox;
 use std::sync::Arc;
+use wsgid::request::RequestView;
 use wsgid::worker::disconnects::{ClientKey, Disconnects};
 
 /// The body a request brings.
@@ -40,7 +42,7 @@ pub enum Outcome {
 /// A loaded WSGI app with the per-worker state to serve it.
 pub struct WsgiApp {
     app: Py<PyAny>,
-    responder: Py<Responder>,
+    response: Py<WsgiResponse>,
     builder: EnvironBuilder,
     close_name: Py<PyString>,
     empty_body: Py<PyBytes>,
@@ -81,7 +83,7 @@ impl WsgiApp {
         )?;
         Ok(WsgiApp {
             app,
-            responder: Responder::create(py, outbox)?,
+            response: WsgiResponse::create(py, outbox)?,
             builder,
             close_name: PyString::intern(py, "close").unbind(),
             empty_body: PyBytes::new(py, b"").unbind(),
@@ -95,21 +97,21 @@ impl WsgiApp {
     }
 
     /// Whether the filters' upload hooks let an upload-start through.
-    pub fn admit_upload(&self, py: Python<'_>, req: &RequestInfo<'_>) -> bool {
+    pub fn admit_upload(&self, py: Python<'_>, req: &RequestView<'_>) -> bool {
         self.filters.admit_upload(py, req)
     }
 
     /// Sends the zero-length reply that closes `conn_id` (e.g. to refuse an upload).
     pub fn send_close(&self, py: Python<'_>, sender: &[u8], conn_id: u64) {
-        let mut r = self.responder.borrow_mut(py);
-        r.begin(sender, conn_id, &RequestFacts::default());
+        let mut r = self.response.borrow_mut(py);
+        r.begin(sender, conn_id, RequestFraming::default());
         r.send_close();
     }
 
     /// Closes the reply sockets; their queued replies are flushed when the ZeroMQ context is
     /// terminated (within the sockets' linger).
     pub fn close_socket(&self, py: Python<'_>) {
-        self.responder.borrow_mut(py).outbox().close();
+        self.response.borrow_mut(py).outbox().close();
     }
 
     /// Sends the replies that follow to front end `fe`; `watch` names the client (and the
@@ -120,30 +122,31 @@ impl WsgiApp {
         fe: usize,
         watch: Option<(Arc<Disconnects>, ClientKey, u64)>,
     ) {
-        self.responder.borrow_mut(py).outbox().route(fe, watch);
+        self.response.borrow_mut(py).outbox().route(fe, watch);
     }
 
     /// Sends a complete, gateway-made HTTP response and closes the connection.
     pub fn send_raw_and_close(&self, py: Python<'_>, sender: &[u8], conn_id: u64, payload: &[u8]) {
-        let mut r = self.responder.borrow_mut(py);
-        r.begin(sender, conn_id, &RequestFacts::default());
+        let mut r = self.response.borrow_mut(py);
+        r.begin(sender, conn_id, RequestFraming::default());
         r.send_raw(payload);
         r.send_close();
     }
 
     /// Serves one HTTP request. `client_gone()` is asked between streamed pieces whether the
     /// client disconnected meanwhile.
-    pub fn serve<'a>(
+    pub fn serve(
         &mut self,
         py: Python<'_>,
-        req: &'a Request<'a>,
+        view: &RequestView<'_>,
         body: Body<'_>,
         client_gone: &mut dyn FnMut() -> bool,
-    ) -> (Outcome, Sent, RequestFacts<'a>) {
+    ) -> (Outcome, Sent) {
+        let req = view.req;
         let (input, body_len) = match body {
             Body::Inline(b) => {
                 // Never past the Content-Length Mongrel2 used, whatever the frame carries.
-                let len = wsgid::environ::input_length(req.content_length(), b.len() as u64);
+                let len = wsgid::environ::input_length(view.body_length(), b.len() as u64);
                 let b = &b[..len.map_or(0, |n| n as usize)];
                 let bytes = if b.is_empty() {
                     self.empty_body.clone_ref(py)
@@ -155,34 +158,32 @@ impl WsgiApp {
             Body::File(f, n) => (Input::file(f, n), Some(n)),
         };
         let built = Bound::new(py, input)
-            .and_then(|input| self.builder.build(py, req, input.as_any(), body_len));
-        let (environ, facts) = match built {
+            .and_then(|input| self.builder.build(py, view, input.as_any(), body_len));
+        let environ = match built {
             Ok(v) => v,
             Err(e) => {
                 log_exception(py, "building the environ failed", &e);
-                let mut r = self.responder.borrow_mut(py);
-                r.begin(req.sender, req.conn_id, &RequestFacts::default());
+                let mut r = self.response.borrow_mut(py);
+                r.begin(req.sender, req.conn_id, RequestFraming::default());
                 r.fail();
-                return (Outcome::AppError, r.sent(), RequestFacts::default());
+                return (Outcome::AppError, r.sent());
             }
         };
-        self.responder
+        self.response
             .borrow_mut(py)
-            .begin(req.sender, req.conn_id, &facts);
-        let start_response = match Responder::start_response(&self.responder, py) {
+            .begin(req.sender, req.conn_id, view.framing());
+        let start_response = match WsgiResponse::start_response(&self.response, py) {
             Ok(s) => s,
             Err(e) => {
                 log_exception(py, "creating start_response failed", &e);
-                self.responder.borrow_mut(py).fail();
-                return (Outcome::AppError, self.responder.borrow(py).sent(), facts);
+                self.response.borrow_mut(py).fail();
+                return (Outcome::AppError, self.response.borrow(py).sent());
             }
         };
-        let flat;
         let fctx = if self.filters.is_empty() {
             None
         } else {
-            flat = crate::filters::flat_headers(req);
-            let ctx = self.filters.begin(py, &RequestInfo::of(req, &flat));
+            let ctx = self.filters.begin(py, view);
             self.filters.pre(py, &ctx, &environ);
             Some(ctx)
         };
@@ -206,7 +207,7 @@ impl WsgiApp {
                 if let Some(ctx) = &fctx {
                     self.filters.exception(py, ctx, &e);
                 }
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 Outcome::AppError
             }
             Ok(iterable) => match fctx.as_ref().filter(|_| self.filters.has_post()) {
@@ -219,7 +220,7 @@ impl WsgiApp {
             },
         };
         let sent = {
-            let mut r = self.responder.borrow_mut(py);
+            let mut r = self.response.borrow_mut(py);
             r.end_request();
             r.sent()
         };
@@ -227,7 +228,7 @@ impl WsgiApp {
             self.filters
                 .finish(ctx, sent.status, sent.bytes, sent.finished_us);
         }
-        (outcome, sent, facts)
+        (outcome, sent)
     }
 
     /// Sends the app's response through the post filters: once start_response has run (a
@@ -242,25 +243,25 @@ impl WsgiApp {
         client_gone: &mut dyn FnMut() -> bool,
     ) -> Outcome {
         let mut body = iterable.clone();
-        if !self.responder.borrow(py).started() {
+        if !self.response.borrow(py).started() {
             let mut iter = match iterable.try_iter() {
                 Ok(it) => it,
                 Err(e) => {
                     log_exception(py, "the WSGI app returned a non-iterable", &e);
-                    self.responder.borrow_mut(py).fail();
+                    self.response.borrow_mut(py).fail();
                     self.close_iterable(py, iterable);
                     return Outcome::AppError;
                 }
             };
             let mut first = Vec::new();
-            while !self.responder.borrow(py).started() {
+            while !self.response.borrow(py).started() {
                 match iter.next() {
                     None => break,
                     Some(Ok(item)) => first.push(item),
                     Some(Err(e)) => {
                         log_exception(py, "the WSGI app raised", &e);
                         self.filters.exception(py, ctx, &e);
-                        self.responder.borrow_mut(py).fail();
+                        self.response.borrow_mut(py).fail();
                         self.close_iterable(py, iterable);
                         return Outcome::AppError;
                     }
@@ -270,13 +271,13 @@ impl WsgiApp {
                 Ok(b) => body = b,
                 Err(e) => {
                     log_exception(py, "request filters: wrapping the body", &e);
-                    self.responder.borrow_mut(py).fail();
+                    self.response.borrow_mut(py).fail();
                     self.close_iterable(py, iterable);
                     return Outcome::AppError;
                 }
             }
         }
-        let start = self.responder.borrow(py).start_args(py);
+        let start = self.response.borrow(py).start_args(py);
         let Some((status, headers)) = start else {
             // start_response never ran: the usual path answers 500.
             let outcome = self.send_iterable(py, &body, client_gone);
@@ -287,7 +288,7 @@ impl WsgiApp {
             .filters
             .post(py, ctx, status.clone(), headers.clone(), body);
         if !out.status.is(&status) || !out.headers.is(&headers) {
-            self.responder
+            self.response
                 .borrow_mut(py)
                 .restart(&out.status, &out.headers);
         }
@@ -321,7 +322,7 @@ impl WsgiApp {
     }
 
     fn app_problem(&self, py: Python<'_>) -> Option<String> {
-        self.responder.borrow(py).problem()
+        self.response.borrow(py).problem()
     }
 
     fn send_iterable(
@@ -356,11 +357,11 @@ impl WsgiApp {
                 if (0..n).all(|i| bytes_data(item(i)).is_some()) {
                     if let Some(problem) = self.app_problem(py) {
                         tracing::error!("{problem}; answering 500");
-                        self.responder.borrow_mut(py).fail();
+                        self.response.borrow_mut(py).fail();
                         return Outcome::AppError;
                     }
                     let pieces = (0..n).map(|i| bytes_data(item(i)).unwrap_or_default());
-                    let mut r = self.responder.borrow_mut(py);
+                    let mut r = self.response.borrow_mut(py);
                     r.send_whole(pieces);
                     r.finish();
                     return Outcome::Complete;
@@ -380,7 +381,7 @@ impl WsgiApp {
             Ok(it) => it,
             Err(e) => {
                 log_exception(py, "the WSGI app returned a non-iterable", &e);
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 return Outcome::AppError;
             }
         };
@@ -389,7 +390,7 @@ impl WsgiApp {
                 Ok(item) => item,
                 Err(e) => {
                     log_exception(py, "the WSGI app raised while producing its body", &e);
-                    self.responder.borrow_mut(py).fail();
+                    self.response.borrow_mut(py).fail();
                     return Outcome::AppError;
                 }
             };
@@ -402,7 +403,7 @@ impl WsgiApp {
                         .map(|n| n.to_string())
                         .unwrap_or_default()
                 );
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 return Outcome::AppError;
             };
             if data.is_empty() {
@@ -415,11 +416,11 @@ impl WsgiApp {
             }
             if let Some(problem) = self.app_problem(py) {
                 tracing::error!("{problem}; answering 500");
-                self.responder.borrow_mut(py).fail();
+                self.response.borrow_mut(py).fail();
                 return Outcome::AppError;
             }
-            self.responder.borrow_mut(py).send_piece(data);
-            if self.responder.borrow(py).client_left() || client_gone() {
+            self.response.borrow_mut(py).send_piece(data);
+            if self.response.borrow(py).client_left() || client_gone() {
                 // Nothing more is sent: Mongrel2 already forgot the connection (a close frame
                 // would only make it answer with one more disconnect frame).
                 return Outcome::ClientGone;
@@ -427,10 +428,10 @@ impl WsgiApp {
         }
         if let Some(problem) = self.app_problem(py) {
             tracing::error!("{problem}; answering 500");
-            self.responder.borrow_mut(py).fail();
+            self.response.borrow_mut(py).fail();
             return Outcome::AppError;
         }
-        self.responder.borrow_mut(py).finish();
+        self.response.borrow_mut(py).finish();
         Outcome::Complete
     }
 }

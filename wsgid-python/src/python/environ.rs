@@ -6,15 +6,15 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use protocol::{HeaderValue, Request};
+use protocol::HeaderValue;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use wsgid::environ::{
-    HeaderRole, client_wants_close, header_role, join_separator, percent_decode, script_name,
-    split_host, split_path,
+    HeaderRole, header_role, join_separator, percent_decode, script_name, split_host, split_path,
 };
+use wsgid::request::RequestView;
 
 unsafe extern "C" {
     /// CPython's presized dict constructor (exported by libpython 3.11, not in the limited API).
@@ -103,73 +103,38 @@ pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// Mongrel2's own keys the environ is built from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum M2Key {
-    Method,
-    Version,
-    Uri,
-    Query,
-    Pattern,
-    UrlScheme,
-    RemoteAddr,
-    Other,
-}
-
-/// Client headers the gateway itself looks at.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Special {
-    Host,
-    Connection,
-    Referer,
-    UserAgent,
-    None,
-}
-
-enum Role {
-    Mongrel2(M2Key),
+/// What a header name becomes in the environ (besides its `mongrel2.headers` entry).
+enum CgiSlot {
+    /// A key Mongrel2 adds: read through the request view, never an `HTTP_*` variable.
+    Mongrel2,
+    /// A client header left out of the environ.
     Dropped,
+    /// CONTENT_TYPE.
     ContentType,
+    /// Not CONTENT_LENGTH: that comes from what `wsgi.input` delivers.
     ContentLength,
+    /// `HTTP_*`, its interned name.
     Http(Py<PyString>),
 }
 
 struct NameEntry {
     raw_key: Py<PyString>,
-    role: Role,
-    special: Special,
+    slot: CgiSlot,
     last: LastValue,
 }
 
 impl NameEntry {
     fn new(py: Python<'_>, name: &[u8]) -> Self {
-        let role = match header_role(name) {
-            HeaderRole::Mongrel2 => Role::Mongrel2(match name {
-                b"METHOD" => M2Key::Method,
-                b"VERSION" => M2Key::Version,
-                b"URI" => M2Key::Uri,
-                b"QUERY" => M2Key::Query,
-                b"PATTERN" => M2Key::Pattern,
-                b"URL_SCHEME" => M2Key::UrlScheme,
-                b"REMOTE_ADDR" => M2Key::RemoteAddr,
-                _ => M2Key::Other,
-            }),
-            HeaderRole::Dropped => Role::Dropped,
-            HeaderRole::ContentType => Role::ContentType,
-            HeaderRole::ContentLength => Role::ContentLength,
-            HeaderRole::Http(cgi) => Role::Http(intern_bytes(py, &cgi)),
-        };
-        let special = match name {
-            b"host" => Special::Host,
-            b"connection" => Special::Connection,
-            b"referer" => Special::Referer,
-            b"user-agent" => Special::UserAgent,
-            _ => Special::None,
+        let slot = match header_role(name) {
+            HeaderRole::Mongrel2 => CgiSlot::Mongrel2,
+            HeaderRole::Dropped => CgiSlot::Dropped,
+            HeaderRole::ContentType => CgiSlot::ContentType,
+            HeaderRole::ContentLength => CgiSlot::ContentLength,
+            HeaderRole::Http(cgi) => CgiSlot::Http(intern_bytes(py, &cgi)),
         };
         NameEntry {
             raw_key: intern_bytes(py, name),
-            role,
-            special,
+            slot,
             last: LastValue::default(),
         }
     }
@@ -235,31 +200,6 @@ impl Keys {
     }
 }
 
-/// What the worker needs to know about a request besides its environ.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestFacts<'a> {
-    /// METHOD as sent.
-    pub method: &'a [u8],
-    /// VERSION (`HTTP/1.1`, `HTTP/1.0`).
-    pub version: &'a [u8],
-    /// URI (path and query).
-    pub uri: &'a [u8],
-    /// REMOTE_ADDR.
-    pub remote_addr: &'a [u8],
-    /// Referer header (first value).
-    pub referer: &'a [u8],
-    /// User-Agent header (first value).
-    pub user_agent: &'a [u8],
-    /// The client speaks HTTP/1.1.
-    pub http11: bool,
-    /// HEAD request (no body in the response).
-    pub head: bool,
-    /// The client asked to close the connection after the response.
-    pub client_close: bool,
-    /// The client asked HTTP/1.0 keep-alive.
-    pub keep_alive_10: bool,
-}
-
 /// Per-worker state that turns requests into environ dicts.
 pub struct EnvironBuilder {
     base: Py<PyDict>,
@@ -317,7 +257,7 @@ impl EnvironBuilder {
         default_port: u16,
     ) -> PyResult<Self> {
         let base = presized_dict(py, ENVIRON_ROOM)?;
-        base.set_item("SERVER_SOFTWARE", wsgid::response::SERVER)?;
+        base.set_item("SERVER_SOFTWARE", wsgid::environ::SERVER_SOFTWARE)?;
         base.set_item("GATEWAY_INTERFACE", "CGI/1.1")?;
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         base.set_item("wsgi.errors", errors)?;
@@ -368,17 +308,18 @@ impl EnvironBuilder {
             .map_or(std::ptr::null_mut(), Py::as_ptr)
     }
 
-    /// Builds the environ of `req` with `input` as `wsgi.input`. `body_len` is the
+    /// Builds the environ of `view` with `input` as `wsgi.input`. `body_len` is the
     /// CONTENT_LENGTH to report, the exact number of bytes `input` delivers (see
     /// [`wsgid::environ::input_length`]); `None` leaves CONTENT_LENGTH out. The client's raw
     /// Content-Length header (`3, 5`, `3abc`) stays in `mongrel2.headers` only.
-    pub fn build<'py, 'a>(
+    pub fn build<'py>(
         &mut self,
         py: Python<'py>,
-        req: &'a Request<'a>,
+        view: &RequestView<'_>,
         input: &Bound<'py, PyAny>,
         body_len: Option<u64>,
-    ) -> PyResult<(Bound<'py, PyDict>, RequestFacts<'a>)> {
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let req = view.req;
         // SAFETY: every pointer passed to `set` is a live object owned by `env`, `headers`,
         // the caches in `self` (not modified until the next call) or a local Bound.
         unsafe {
@@ -387,13 +328,6 @@ impl EnvironBuilder {
             let e = env.as_ptr();
             let headers = presized_dict(py, HEADERS_ROOM)?;
             let h = headers.as_ptr();
-            let mut facts = RequestFacts::default();
-            let mut pattern: &[u8] = b"";
-            let mut scheme: &[u8] = b"http";
-            let mut query: &[u8] = b"";
-            let mut host: Option<&[u8]> = None;
-            let mut connection: Option<&HeaderValue<'a>> = None;
-
             for (name, value) in req.headers.iter() {
                 let cached = self.names.get_mut(name).map(|e| e as *mut NameEntry);
                 let mut throwaway;
@@ -403,8 +337,8 @@ impl EnvironBuilder {
                     // get-or-insert in one lookup for the hit path.
                     Some(entry) => &mut *entry,
                     None if self.names.len() >= MAX_NAMES => {
-                        // Cache full: a throwaway entry for this request, looked at like a
-                        // cached one (Mongrel2's keys, host, connection...).
+                        // Cache full: a throwaway entry for this request, used like a
+                        // cached one.
                         throwaway = NameEntry::new(py, name);
                         &mut throwaway
                     }
@@ -413,26 +347,6 @@ impl EnvironBuilder {
                         .entry(name.to_vec())
                         .or_insert_with(|| NameEntry::new(py, name)),
                 };
-                let first: &'a [u8] = value.first();
-                if let Role::Mongrel2(key) = entry.role {
-                    match key {
-                        M2Key::Method => facts.method = first,
-                        M2Key::Version => facts.version = first,
-                        M2Key::Uri => facts.uri = first,
-                        M2Key::Query => query = first,
-                        M2Key::Pattern => pattern = first,
-                        M2Key::UrlScheme => scheme = first,
-                        M2Key::RemoteAddr => facts.remote_addr = first,
-                        M2Key::Other => {}
-                    }
-                }
-                match entry.special {
-                    Special::Host => host = Some(first),
-                    Special::Connection => connection = Some(value),
-                    Special::Referer => facts.referer = first,
-                    Special::UserAgent => facts.user_agent = first,
-                    Special::None => {}
-                }
                 Self::set_header_entry(
                     py,
                     e,
@@ -446,32 +360,38 @@ impl EnvironBuilder {
             }
 
             let k = &self.keys;
+            let scheme = view.url_scheme;
             set(
                 e,
                 k.request_method.as_ptr(),
-                self.method.get(py, facts.method),
+                self.method.get(py, view.method),
             )?;
-            let script = script_name(pattern);
+            let script = script_name(view.pattern);
             let (script, raw_info) = split_path(script, req.path);
             set(e, k.script_name.as_ptr(), self.script.get(py, script))?;
             let info = percent_decode(raw_info);
             set(e, k.path_info.as_ptr(), self.path_info.get(py, &info))?;
-            set(e, k.query_string.as_ptr(), self.query.get(py, query))?;
-            set(e, k.request_uri.as_ptr(), self.uri.get(py, facts.uri))?;
+            set(e, k.query_string.as_ptr(), self.query.get(py, view.query))?;
+            set(
+                e,
+                k.request_uri.as_ptr(),
+                self.uri.get(py, view.uri.unwrap_or_default()),
+            )?;
             set(
                 e,
                 k.server_protocol.as_ptr(),
-                self.version.get(py, facts.version),
+                self.version.get(py, view.version),
             )?;
             set(
                 e,
                 k.remote_addr.as_ptr(),
-                self.remote.get(py, facts.remote_addr),
+                self.remote.get(py, view.remote_addr),
             )?;
             set(e, k.url_scheme.as_ptr(), self.scheme.get(py, scheme))?;
             // An empty host name (`Host:` or `Host: :8080`) is no name: PEP 3333 never
             // allows an empty SERVER_NAME, so the configured one is used.
-            let host = host
+            let host = view
+                .host
                 .map(|h| split_host(h, scheme))
                 .filter(|(name, _)| !name.is_empty());
             match host {
@@ -503,15 +423,9 @@ impl EnvironBuilder {
                 Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLongLong(req.conn_id))?;
             set(e, k.m2_conn_id.as_ptr(), conn_id.as_ptr())?;
             set(e, k.m2_path.as_ptr(), self.path.get(py, req.path))?;
-            set(e, k.m2_pattern.as_ptr(), self.pattern.get(py, pattern))?;
+            set(e, k.m2_pattern.as_ptr(), self.pattern.get(py, view.pattern))?;
             set(e, k.m2_headers.as_ptr(), h)?;
-
-            facts.http11 = facts.version == b"HTTP/1.1";
-            facts.head = facts.method == b"HEAD";
-            let conn_values = connection.into_iter().flat_map(|v| v.iter());
-            facts.client_close = client_wants_close(facts.version, conn_values);
-            facts.keep_alive_10 = !facts.http11 && !facts.client_close;
-            Ok((env, facts))
+            Ok(env)
         }
     }
 
@@ -537,7 +451,7 @@ impl EnvironBuilder {
                 // SAFETY: live dicts and strs, see the caller.
                 unsafe {
                     set(h, raw_key, s)?;
-                    set_cgi(e, &entry.role, keys, s)?;
+                    set_cgi(e, &entry.slot, keys, s)?;
                 }
             }
             HeaderValue::Many(vs) => {
@@ -557,7 +471,7 @@ impl EnvironBuilder {
                 // SAFETY: live dicts and objects, see the caller.
                 unsafe {
                     set(h, raw_key, list.as_ptr())?;
-                    set_cgi(e, &entry.role, keys, joined.as_ptr())?;
+                    set_cgi(e, &entry.slot, keys, joined.as_ptr())?;
                 }
             }
         }
@@ -571,18 +485,18 @@ impl EnvironBuilder {
 /// `e` must be a live dict and `s` a live str.
 unsafe fn set_cgi(
     e: *mut ffi::PyObject,
-    role: &Role,
+    slot: &CgiSlot,
     keys: &Keys,
     s: *mut ffi::PyObject,
 ) -> PyResult<()> {
     // SAFETY: guaranteed by the caller; the keys live as long as the builder.
     unsafe {
-        match role {
-            Role::Http(key) => set(e, key.as_ptr(), s),
-            Role::ContentType => set(e, keys.content_type.as_ptr(), s),
+        match slot {
+            CgiSlot::Http(key) => set(e, key.as_ptr(), s),
+            CgiSlot::ContentType => set(e, keys.content_type.as_ptr(), s),
             // CONTENT_LENGTH comes from the length wsgi.input delivers, never from the
             // raw header (see `EnvironBuilder::build`).
-            Role::ContentLength | Role::Mongrel2(_) | Role::Dropped => Ok(()),
+            CgiSlot::ContentLength | CgiSlot::Mongrel2 | CgiSlot::Dropped => Ok(()),
         }
     }
 }

@@ -4,7 +4,7 @@
 pub mod app;
 pub mod environ;
 pub mod input;
-pub mod responder;
+pub mod response;
 
 use std::ffi::CString;
 

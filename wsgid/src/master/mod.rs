@@ -18,6 +18,7 @@ pub mod process;
 pub mod rescue;
 pub mod signals;
 pub mod stuck;
+pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -100,7 +101,10 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             file,
             stdout: settings.stdout,
             stderr: !settings.stdout,
-            debug: settings.debug,
+            level: settings.log_level,
+            format: settings.log_format,
+            stdio: None,
+            role: "master",
         };
         (DaemonNotifier::none(), spec)
     } else {
@@ -113,13 +117,16 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
             file: None,
             stdout: false,
             stderr: true,
-            debug: settings.debug,
+            level: settings.log_level,
+            format: settings.log_format,
+            stdio: Some(folder.log_file()),
+            role: "master",
         };
         (notifier, spec)
     };
     logging::init(&log_spec);
     if let Ok(bytes) = std::fs::read(folder.root().join(crate::settings::CONFIG_FILE)) {
-        for k in crate::settings::FileConfig::unknown_keys(&bytes) {
+        for k in crate::settings::unknown_keys(&bytes) {
             warn!("wsgid.json: unknown key \"{k}\" ignored");
         }
     }
@@ -136,9 +143,13 @@ pub fn serve(args: ServeArgs, launch: &Launch) -> anyhow::Result<()> {
     };
 
     info!(
-        "wsgid {} serving {} on CPython {} ({}, prefix {})",
+        "wsgid {} serving {} (app {}) on CPython {} ({}, prefix {})",
         crate::launch::BUILD,
         settings.app_path.display(),
+        settings
+            .wsgi_app
+            .as_deref()
+            .unwrap_or("found by the loaders"),
         runtime.interpreter.version,
         runtime.interpreter.python.display(),
         runtime.interpreter.prefix.display()
@@ -260,6 +271,8 @@ pub fn timeout_frames(sender: &[u8], conn_id: u64) -> Result<[Vec<u8>; 2], proto
 pub struct Master {
     /// The checked interpreter and the extension every worker loads.
     runtime: Runtime,
+    /// `--reload`: the app folder's sources, watched.
+    watcher: Option<watch::Watcher>,
     args: ServeArgs,
     settings: Settings,
     folder: AppFolder,
@@ -305,7 +318,29 @@ impl Master {
     ) -> anyhow::Result<Master> {
         let signals = SignalPipe::install().context("installing signal handlers")?;
         let pid_files = folder.root().join("pid").is_dir();
+        let watcher = if settings.reload {
+            match watch::Watcher::new(&settings.app_path) {
+                Ok(w) => {
+                    info!(
+                        "--reload: watching the .py files of {} ({} folders)",
+                        settings.app_path.display(),
+                        w.folders()
+                    );
+                    Some(w)
+                }
+                Err(e) => {
+                    warn!(
+                        "--reload: cannot watch {}: {e}",
+                        settings.app_path.display()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut m = Master {
+            watcher,
             runtime,
             target: settings.workers,
             args,
@@ -344,7 +379,10 @@ impl Master {
     /// Connects the sockets the master answers on (a dead worker's 502s, `--timeout`'s 504s),
     /// one per front end, so an answer goes only to the front end its request came from.
     fn connect_responder(&mut self) {
-        self.rescuer = match rescue::Rescuer::connect(&self.settings.send) {
+        self.rescuer = match rescue::Rescuer::connect(
+            &self.settings.send,
+            self.settings.liveness().unwrap_or_default(),
+        ) {
             Ok(r) => Some(r),
             Err(e) => {
                 error!("cannot connect the sockets that answer for dead or stuck workers: {e}");
@@ -394,8 +432,14 @@ impl Master {
                     self.check_timeouts();
                     self.kill_torn_slots();
                     self.kill_overdue_retirees();
+                    self.check_sources();
                     self.advance_rolling();
-                    if self.reloading && self.rolling.is_none() {
+                    // The reload is over when no old worker serves any more: the last one
+                    // signalled may still be serving what it took before its hand-off.
+                    if self.reloading
+                        && self.rolling.is_none()
+                        && !self.workers.values().any(|w| w.retiring.is_some())
+                    {
                         self.reloading = false;
                         self.sd.ready("serving, rolling restart over");
                     }
@@ -528,6 +572,9 @@ impl Master {
         if let Some(t) = self.sd.next_ping() {
             consider(t);
         }
+        if let Some(t) = self.watcher.as_ref().and_then(watch::Watcher::deadline) {
+            consider(t);
+        }
         match self.phase {
             Phase::Stopping {
                 deadline: d,
@@ -577,8 +624,16 @@ impl Master {
                 .values()
                 .filter_map(|w| w.ready_pipe.as_ref().map(|p| p.as_raw_fd())),
         );
+        if let Some(w) = &self.watcher {
+            fds.push(w.fd());
+        }
         let readable = signals::poll_readable(&fds, timeout_ms);
         self.ping_watchdog();
+        if let Some(w) = &mut self.watcher
+            && readable.contains(&w.fd())
+        {
+            w.read(Instant::now());
+        }
         for (&pid, w) in self.workers.iter_mut() {
             let Some(p) = &w.ready_pipe else { continue };
             if !readable.contains(&p.as_raw_fd()) {
@@ -597,8 +652,19 @@ impl Master {
     }
 
     /// SIGUSR1: reopens the log files by name (logrotate without `copytruncate`): the
-    /// master's own, a daemon's stdout/stderr, and so the files of workers started from now.
+    /// master's own, a daemon's stdout/stderr, and (forwarding the signal) the log and access
+    /// log files of the workers that have loaded the app (they handle it from their start;
+    /// one still starting opens its files after this anyway, or before the rename and then
+    /// at the next SIGUSR1).
     fn reopen_logs(&mut self) {
+        for (&pid, w) in &self.workers {
+            if w.loaded
+                && w.retiring.is_none()
+                && let Err(e) = signals::kill(pid as i32, libc::SIGUSR1)
+            {
+                warn!("SIGUSR1: cannot forward to worker pid={pid}: {e}");
+            }
+        }
         if let Some(path) = &self.daemon_log
             && let Err(e) = logging::reopen_stdio(path)
         {
@@ -728,6 +794,20 @@ impl Master {
             }
             Err(e) => error!("reload: {e}; keeping the current configuration"),
         }
+    }
+
+    /// `--reload`: a settled change to a source file restarts the workers like SIGHUP.
+    fn check_sources(&mut self) {
+        let now = Instant::now();
+        let Some(changed) = self.watcher.as_mut().and_then(|w| w.due(now)) else {
+            return;
+        };
+        info!(
+            "--reload: {} changed: restarting workers one at a time",
+            changed.display()
+        );
+        self.reload();
+        self.begin_rolling();
     }
 
     fn begin_rolling(&mut self) {

@@ -4,6 +4,7 @@
 //! already out.
 
 use crate::worker::ledger::Held;
+use crate::worker::liveness::Liveness;
 
 /// Body of the master's 502.
 pub const BAD_GATEWAY_BODY: &[u8] = b"502 Bad Gateway: the worker serving this request died\n";
@@ -30,7 +31,9 @@ pub fn answer_frames(held: &Held) -> Result<Vec<Vec<u8>>, protocol::ReplyError> 
 }
 
 /// One PUB socket per front end (`--send` endpoint), connected when the master starts so
-/// that Mongrel2's subscription is there when a worker dies.
+/// that Mongrel2's subscription is there when a worker dies. They heartbeat and reconnect like
+/// the workers' sockets ([`Liveness`]): a front end that vanished and came back is connected
+/// again within seconds, so its subscription is there for the next answer.
 pub struct Rescuer {
     _ctx: zmq::Context,
     socks: Vec<zmq::Socket>,
@@ -45,13 +48,14 @@ impl std::fmt::Debug for Rescuer {
 }
 
 impl Rescuer {
-    /// Connects to every `send` endpoint.
-    pub fn connect(send: &[String]) -> Result<Rescuer, zmq::Error> {
+    /// Connects to every `send` endpoint, with `liveness`'s heartbeats and reconnect tuning.
+    pub fn connect(send: &[String], liveness: Liveness) -> Result<Rescuer, zmq::Error> {
         let ctx = zmq::Context::new();
         let mut socks = Vec::with_capacity(send.len());
         for ep in send {
             let s = ctx.socket(zmq::PUB)?;
             s.set_linger(1000)?;
+            liveness.apply(&s)?;
             s.connect(ep)?;
             socks.push(s);
         }

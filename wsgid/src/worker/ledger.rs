@@ -21,6 +21,9 @@ pub const ENTRIES: usize = 256;
 /// Longest sender recorded (Mongrel2's are 36 bytes); requests with longer ones are not.
 pub const SENDER_MAX: usize = 64;
 
+/// `fe` of an entry whose front end restarted since it was taken.
+const FORGOTTEN: u32 = u32::MAX;
+
 #[repr(C)]
 struct Entry {
     conn_id: AtomicU64,
@@ -170,7 +173,25 @@ impl Ledger {
         s.done.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Master: the requests held (in order), after the worker died.
+    /// Receiving thread: front end `fe` restarted (its request connection was lost), so the
+    /// requests of it held now belong to clients of its previous run: the master must not
+    /// answer them (a 502 would reach the new run's client with the same connection id).
+    /// They stay in the ledger, for the serving thread's accounting, but [`Ledger::held`] no
+    /// longer lists them.
+    pub fn forget_front_end(&self, fe: usize) {
+        let s = self.shared();
+        let taken = s.taken.load(Ordering::Relaxed);
+        let done = s.done.load(Ordering::Acquire);
+        for i in done..taken {
+            let e = &s.entries[(i % ENTRIES as u64) as usize];
+            if e.fe.load(Ordering::Relaxed) as usize == fe {
+                e.fe.store(FORGOTTEN, Ordering::Release);
+            }
+        }
+    }
+
+    /// Master: the requests held (in order), after the worker died; those of a front end that
+    /// restarted since ([`Ledger::forget_front_end`]) are left out.
     pub fn held(&self) -> Vec<Held> {
         let s = self.shared();
         let done = s.done.load(Ordering::Acquire);
@@ -178,6 +199,12 @@ impl Ledger {
         let current = s.current.load(Ordering::Acquire);
         let head_sent = s.head_sent.load(Ordering::Acquire) != 0;
         (done..taken)
+            .filter(|&i| {
+                s.entries[(i % ENTRIES as u64) as usize]
+                    .fe
+                    .load(Ordering::Acquire)
+                    != FORGOTTEN
+            })
             .map(|i| {
                 let e = &s.entries[(i % ENTRIES as u64) as usize];
                 let n = (e.sender_len.load(Ordering::Relaxed) as usize).min(SENDER_MAX);
@@ -232,6 +259,30 @@ mod tests {
         worker.start();
         worker.finish();
         assert!(master.held().is_empty());
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn requests_of_a_restarted_front_end_are_not_the_masters_to_answer() {
+        let (master, fd) = Ledger::create().unwrap();
+        let worker = Ledger::map(fd).unwrap();
+        assert!(worker.take(0, b"s", 1));
+        assert!(worker.take(1, b"t", 1));
+        worker.start();
+        worker.forget_front_end(0);
+        assert!(worker.take(0, b"s", 2));
+        let held: Vec<_> = master.held().iter().map(|h| (h.fe, h.conn_id)).collect();
+        assert_eq!(
+            held,
+            [(1, 1), (0, 2)],
+            "front end 0's connection 1 is of its old run"
+        );
+        // The serving thread's accounting is unchanged: finishing the first two empties it.
+        worker.finish();
+        worker.start();
+        worker.finish();
+        assert_eq!(master.held().len(), 1);
         // SAFETY: our fd.
         unsafe { libc::close(fd) };
     }

@@ -8,6 +8,7 @@ pub mod disconnects;
 pub mod frames;
 pub mod handoff;
 pub mod ledger;
+pub mod liveness;
 pub mod signals;
 
 /// `--recv` and `--send` do not pair up into front ends.

@@ -1,11 +1,12 @@
-//! `start_response` / `write` and the sending side of a response: one long-lived `Responder`
-//! per worker (reset per request) frames the app's status, headers and body as HTTP/1.x and
-//! sends each piece as one Mongrel2 reply frame built into a reused buffer.
+//! `start_response` / `write`: one long-lived [`WsgiResponse`] per worker (reset per request)
+//! holds the PEP 3333 state of the response in progress and forwards the app's status,
+//! headers and body to its [`HttpReply`] (HTTP/1.x framing by the `http1` crate, sending
+//! through the transport's [`Outbox`]).
 //!
-//! The app never gets the `Responder` itself: it gets a [`StartResponse`] (and from it a
+//! The app never gets the `WsgiResponse` itself: it gets a [`StartResponse`] (and from it a
 //! [`Write`]) stamped with the number of the request it was made for. One kept by the app
 //! past its request (stashed in a global, called from a thread or from `close()`) raises
-//! instead of acting on whichever client the responder serves now.
+//! instead of acting on whichever client the response object serves now.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,16 +15,10 @@ use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::python::environ::RequestFacts;
-use wsgid::response::{
-    AppHeader, DateCache, ERROR_BODY, Framing, LAST_CHUNK, SERVER, body_allowed, check_header,
-    choose_framing, parse_content_length, parse_status, push_chunk,
-};
+use http1::RequestFraming;
 
-use crate::transport::{Delivery, OutFrame, Outbox};
-
-/// Frames bigger than this are handed to ZeroMQ without a copy (the buffer is given away).
-const ZERO_COPY_MIN: usize = 256 * 1024;
+use crate::reply::{HttpReply, Sent};
+use crate::transport::Outbox;
 
 // `PyUnicode_AsUTF8AndSize` is in the stable ABI from CPython 3.10, and CPython 3.9 exports
 // it too (as public, non-limited API); pyo3-ffi only declares it for 3.10+ under abi3.
@@ -83,14 +78,14 @@ pub unsafe fn bytes_data<'a>(obj: *mut ffi::PyObject) -> Option<&'a [u8]> {
     }
 }
 
-/// `start_response` (callable) and the response state of the request in progress.
+/// The PEP 3333 side of the response in progress (the object `start_response` and `write`
+/// act on): which request it is, whether `start_response` ran and with what, whether the app
+/// may still call them. The HTTP framing and the sending are [`HttpReply`]'s, to which this
+/// class only forwards.
 #[pyclass(unsendable, module = "wsgid")]
-pub struct Responder {
-    outbox: Outbox,
-    prefix: Vec<u8>,
-    frame: Vec<u8>,
-    date: DateCache,
-    /// Number of the request in progress (bumped by [`Responder::begin`]).
+pub struct WsgiResponse {
+    reply: HttpReply,
+    /// Number of the request in progress (bumped by [`WsgiResponse::begin`]).
     request: u64,
     /// Whether the app may still call start_response/write for `request` (false once the
     /// response is finished or failed).
@@ -99,138 +94,58 @@ pub struct Responder {
     start_cache: Option<Py<StartResponse>>,
     /// The `write` handed to the app last, reused likewise.
     write_cache: Option<Py<Write>>,
-    facts: Facts,
-    // start_response
+    /// start_response was called.
     started: bool,
-    code: u16,
-    status: Vec<u8>,
-    headers: Vec<u8>,
-    app_len: Option<u64>,
-    has_date: bool,
-    has_server: bool,
-    has_connection: bool,
-    app_close: bool,
+    /// Why the status or headers cannot be sent as given, if so.
     invalid: Option<String>,
     /// start_response's (status, headers) objects, for the post filters.
     start_args: Option<(Py<PyAny>, Py<PyAny>)>,
-    // sending
-    headers_sent: bool,
-    framing: Framing,
-    body_sent: u64,
-    close_after: bool,
-    truncated: bool,
-    bytes_out: u64,
-    /// When the last reply frame of this request went to ZeroMQ (µs since the epoch; 0: none).
-    last_frame_us: u64,
 }
 
-#[derive(Clone, Copy, Default)]
-struct Facts {
-    http11: bool,
-    head: bool,
-    client_close: bool,
-    keep_alive_10: bool,
-}
-
-impl std::fmt::Debug for Responder {
+impl std::fmt::Debug for WsgiResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder")
-            .field("code", &self.code)
+        f.debug_struct("WsgiResponse")
+            .field("request", &self.request)
+            .field("started", &self.started)
             .finish_non_exhaustive()
     }
 }
 
-/// What happened to a response, for the log and the access log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
-    /// Status code sent (500 when the gateway answered for a failed app).
-    pub status: u16,
-    /// Payload bytes sent to the client (head and body).
-    pub bytes: u64,
-    /// Body bytes sent to the client (the head and chunk framing not counted).
-    pub body: u64,
-    /// When the last reply frame went to ZeroMQ, in µs since the epoch (0: nothing was sent).
-    pub finished_us: u64,
-}
-
-impl Responder {
-    /// A responder sending through `outbox` (the worker's reply sockets).
-    pub fn create(py: Python<'_>, outbox: Outbox) -> PyResult<Py<Responder>> {
-        let r = Py::new(
+impl WsgiResponse {
+    /// A response object sending through `outbox` (the worker's reply sockets).
+    pub fn create(py: Python<'_>, outbox: Outbox) -> PyResult<Py<WsgiResponse>> {
+        Py::new(
             py,
-            Responder {
-                outbox,
-                prefix: Vec::with_capacity(128),
-                frame: Vec::with_capacity(16 * 1024),
-                date: DateCache::default(),
+            WsgiResponse {
+                reply: HttpReply::new(outbox),
                 request: 0,
                 active: false,
                 start_cache: None,
                 write_cache: None,
-                facts: Facts::default(),
                 started: false,
-                code: 0,
-                status: Vec::with_capacity(64),
-                headers: Vec::with_capacity(1024),
-                app_len: None,
-                has_date: false,
-                has_server: false,
-                has_connection: false,
-                app_close: false,
                 invalid: None,
                 start_args: None,
-                headers_sent: false,
-                framing: Framing::NoBody,
-                body_sent: 0,
-                close_after: false,
-                truncated: false,
-                bytes_out: 0,
-                last_frame_us: 0,
             },
-        )?;
-        Ok(r)
+        )
     }
 
     /// The reply sockets (to route the next request's replies, or to close them, flushing
     /// queued replies, when the worker leaves).
     pub fn outbox(&mut self) -> &mut Outbox {
-        &mut self.outbox
+        self.reply.outbox()
     }
 
-    /// Resets the state for a new request to `sender`/`conn_id`.
-    pub fn begin(&mut self, sender: &[u8], conn_id: u64, facts: &RequestFacts<'_>) {
-        self.prefix.clear();
-        if protocol::encode_reply(&mut self.prefix, sender, &[conn_id], b"").is_err() {
-            self.prefix.clear();
-        }
+    /// Resets the state for a new request to `sender`/`conn_id`, framed as `framing` says.
+    pub fn begin(&mut self, sender: &[u8], conn_id: u64, framing: RequestFraming) {
+        self.reply.begin(sender, conn_id, framing);
         self.request += 1;
         self.active = true;
-        self.facts = Facts {
-            http11: facts.http11,
-            head: facts.head,
-            client_close: facts.client_close,
-            keep_alive_10: facts.keep_alive_10,
-        };
         self.reset_start();
-        self.headers_sent = false;
-        self.framing = Framing::NoBody;
-        self.body_sent = 0;
-        self.close_after = false;
-        self.truncated = false;
-        self.bytes_out = 0;
-        self.last_frame_us = 0;
     }
 
     fn reset_start(&mut self) {
+        self.reply.framer().reset_head();
         self.started = false;
-        self.code = 0;
-        self.status.clear();
-        self.headers.clear();
-        self.app_len = None;
-        self.has_date = false;
-        self.has_server = false;
-        self.has_connection = false;
-        self.app_close = false;
         self.invalid = None;
         self.start_args = None;
     }
@@ -258,7 +173,7 @@ impl Responder {
     /// Replaces the status and headers (what the post filters made of them) while the head
     /// is not sent yet; afterwards (the app used `write()`) the change is logged and ignored.
     pub fn restart(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) {
-        if self.headers_sent {
+        if self.reply.head_sent() {
             tracing::warn!(
                 "request filters changed the status or headers of a response whose head was already sent (write()); ignored"
             );
@@ -276,12 +191,12 @@ impl Responder {
     /// Whether a frame of this response was dropped because the client left while it waited
     /// for the front end to read.
     pub fn client_left(&self) -> bool {
-        self.outbox.client_left()
+        self.reply.client_left()
     }
 
     /// Whether any byte of the response was sent.
     pub fn headers_sent(&self) -> bool {
-        self.headers_sent
+        self.reply.head_sent()
     }
 
     /// Why the response cannot be sent as the app asked (no start_response, bad status or
@@ -293,175 +208,35 @@ impl Responder {
         self.invalid.clone()
     }
 
-    /// Payload bytes sent for this request.
+    /// What was sent for this request.
     pub fn sent(&self) -> Sent {
-        Sent {
-            status: self.code,
-            bytes: self.bytes_out,
-            body: self.body_sent,
-            finished_us: self.last_frame_us,
-        }
-    }
-
-    fn start_frame(&mut self) {
-        self.frame.clear();
-        self.frame.extend_from_slice(&self.prefix);
-    }
-
-    fn send_frame(&mut self) {
-        wsgid::scoreboard::note_reply_started();
-        let payload = self.frame.len() - self.prefix.len();
-        self.bytes_out += payload as u64;
-        // Taken before the send, so it never comes after the client has the frame.
-        let now = wsgid::metrics::now_us();
-        let frame = if self.frame.len() >= ZERO_COPY_MIN {
-            OutFrame::Owned(std::mem::replace(
-                &mut self.frame,
-                Vec::with_capacity(16 * 1024),
-            ))
-        } else {
-            OutFrame::Borrowed(&self.frame[..])
-        };
-        if self.outbox.send(frame) == Delivery::Sent {
-            self.last_frame_us = now;
-        }
+        self.reply.sent()
     }
 
     /// Sends `payload` as is (a response the gateway made itself).
     pub fn send_raw(&mut self, payload: &[u8]) {
-        self.start_frame();
-        self.frame.extend_from_slice(payload);
-        self.send_frame();
+        self.reply.send_raw(payload);
     }
 
     /// Sends the zero-length reply that makes Mongrel2 close the connection.
     pub fn send_close(&mut self) {
-        self.start_frame();
-        self.send_frame();
-    }
-
-    fn push_head(&mut self, known_len: Option<u64>) {
-        let f = self.facts;
-        self.framing = choose_framing(self.app_len, known_len, f.http11, f.head, self.code);
-        self.frame
-            .extend_from_slice(if f.http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
-        self.frame.extend_from_slice(&self.status);
-        self.frame.extend_from_slice(b"\r\n");
-        self.frame.extend_from_slice(&self.headers);
-        if !self.has_date {
-            self.frame.extend_from_slice(b"Date: ");
-            let date = self.date.now();
-            self.frame.extend_from_slice(date);
-            self.frame.extend_from_slice(b"\r\n");
-        }
-        if !self.has_server {
-            self.frame.extend_from_slice(b"Server: ");
-            self.frame.extend_from_slice(SERVER.as_bytes());
-            self.frame.extend_from_slice(b"\r\n");
-        }
-        match self.framing {
-            Framing::Length(n) => {
-                self.frame.extend_from_slice(b"Content-Length: ");
-                self.frame
-                    .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                self.frame.extend_from_slice(b"\r\n");
-            }
-            Framing::Chunked => self
-                .frame
-                .extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            Framing::Close => self.close_after = true,
-            Framing::AppLength(_) | Framing::NoBody => {}
-        }
-        self.close_after |= f.client_close || self.app_close;
-        if !self.has_connection {
-            if self.close_after {
-                self.frame.extend_from_slice(b"Connection: close\r\n");
-            } else if f.keep_alive_10 {
-                self.frame.extend_from_slice(b"Connection: keep-alive\r\n");
-            }
-        }
-        self.frame.extend_from_slice(b"\r\n");
-        self.headers_sent = true;
-    }
-
-    fn push_body(&mut self, data: &[u8]) {
-        if !body_allowed(self.facts.head, self.code) {
-            return;
-        }
-        match self.framing {
-            Framing::Chunked => push_chunk(&mut self.frame, data),
-            Framing::AppLength(n) => {
-                let room = n.saturating_sub(self.body_sent);
-                let take = (data.len() as u64).min(room) as usize;
-                if take < data.len() && !self.truncated {
-                    self.truncated = true;
-                    tracing::warn!(
-                        "the app sent more body than its Content-Length {n}; the rest is dropped"
-                    );
-                }
-                self.frame.extend_from_slice(&data[..take]);
-                self.body_sent += take as u64;
-                return;
-            }
-            Framing::Length(_) | Framing::Close => self.frame.extend_from_slice(data),
-            Framing::NoBody => return,
-        }
-        self.body_sent += data.len() as u64;
+        self.reply.send_close();
     }
 
     /// Sends one piece of a streamed body (the head first, when not sent yet).
     pub fn send_piece(&mut self, data: &[u8]) {
-        self.start_frame();
-        if !self.headers_sent {
-            self.push_head(None);
-        }
-        self.push_body(data);
-        if self.frame.len() > self.prefix.len() {
-            self.send_frame();
-        }
+        self.reply.send_piece(data);
     }
 
-    /// Sends a whole response whose body pieces are all known: the head with a computed
-    /// Content-Length and the body in one frame.
+    /// Sends a whole response whose body pieces are all known (one frame, with its length).
     pub fn send_whole<'a>(&mut self, pieces: impl Iterator<Item = &'a [u8]> + Clone) {
-        self.start_frame();
-        if !self.headers_sent {
-            let total: u64 = pieces.clone().map(|p| p.len() as u64).sum();
-            self.push_head(Some(total));
-        }
-        for p in pieces {
-            self.push_body(p);
-        }
-        if self.frame.len() > self.prefix.len() {
-            self.send_frame();
-        }
+        self.reply.send_whole(pieces);
     }
 
-    /// Ends a response whose body was sent completely: the head when nothing was sent yet
-    /// (an empty body), the last chunk, and the close frame when the connection must close.
+    /// Ends a response whose body was sent completely; the app may not call
+    /// start_response/write for it any more.
     pub fn finish(&mut self) {
-        if !self.headers_sent {
-            self.start_frame();
-            self.push_head(Some(0));
-            self.send_frame();
-        } else if self.framing == Framing::Chunked && body_allowed(self.facts.head, self.code) {
-            self.start_frame();
-            self.frame.extend_from_slice(LAST_CHUNK);
-            self.send_frame();
-        }
-        if let Framing::AppLength(n) = self.framing
-            && self.body_sent < n
-            && body_allowed(self.facts.head, self.code)
-        {
-            tracing::warn!(
-                "the app sent {} body bytes of the {n} its Content-Length announced; closing",
-                self.body_sent
-            );
-            self.close_after = true;
-        }
-        if self.close_after {
-            self.send_close();
-        }
+        self.reply.finish();
         self.active = false;
     }
 
@@ -469,23 +244,12 @@ impl Responder {
     /// connection is closed without terminating the body.
     pub fn fail(&mut self) {
         self.active = false;
-        if self.headers_sent {
-            self.send_close();
-            return;
+        if !self.reply.head_sent() {
+            // The gateway's 500 replaces whatever start_response set.
+            self.reset_start();
+            self.started = true;
         }
-        self.reset_start();
-        self.started = true;
-        self.code = 500;
-        self.status.extend_from_slice(b"500 Internal Server Error");
-        self.headers
-            .extend_from_slice(b"Content-Type: text/plain\r\n");
-        self.start_frame();
-        self.push_head(Some(ERROR_BODY.len() as u64));
-        self.push_body(ERROR_BODY);
-        self.send_frame();
-        if self.close_after {
-            self.send_close();
-        }
+        self.reply.fail();
     }
 
     fn set_status_and_headers(
@@ -496,8 +260,8 @@ impl Responder {
         // SAFETY: live objects held by the caller's Bounds; GIL held.
         let status_b = unsafe { str_latin1(status.as_ptr()) }
             .ok_or_else(|| format!("status must be a latin-1 str, got {}", type_repr(status)))?;
-        self.code = parse_status(&status_b)?;
-        self.status.extend_from_slice(&status_b);
+        let framer = self.reply.framer();
+        framer.set_status(&status_b).map_err(|e| e.to_string())?;
         let list = headers.cast::<pyo3::types::PyList>().map_err(|_| {
             format!(
                 "response headers must be a list, got {}",
@@ -533,37 +297,9 @@ impl Responder {
                     item.repr().map(|r| r.to_string()).unwrap_or_default()
                 ));
             };
-            let (name, value) = (&*name, &*value);
-            match check_header(name, value)? {
-                AppHeader::ContentLength => {
-                    let n = parse_content_length(value).ok_or_else(|| {
-                        format!("bad Content-Length {:?}", String::from_utf8_lossy(value))
-                    })?;
-                    if self.app_len.is_some_and(|m| m != n) {
-                        return Err("two different Content-Length headers".into());
-                    }
-                    if self.app_len.is_some() {
-                        continue;
-                    }
-                    self.app_len = Some(n);
-                }
-                AppHeader::Date => self.has_date = true,
-                AppHeader::Server => self.has_server = true,
-                AppHeader::Connection => {
-                    self.has_connection = true;
-                    if value
-                        .split(|&b| b == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-                    {
-                        self.app_close = true;
-                    }
-                }
-                AppHeader::Other => {}
-            }
-            self.headers.extend_from_slice(name);
-            self.headers.extend_from_slice(b": ");
-            self.headers.extend_from_slice(value);
-            self.headers.extend_from_slice(b"\r\n");
+            framer
+                .add_header(&name, &value)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -576,10 +312,10 @@ fn type_repr(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-impl Responder {
+impl WsgiResponse {
     /// The `start_response` callable for the request just begun (the cached one when the app
     /// kept no reference to it, else a new one).
-    pub fn start_response(this: &Py<Responder>, py: Python<'_>) -> PyResult<Py<StartResponse>> {
+    pub fn start_response(this: &Py<WsgiResponse>, py: Python<'_>) -> PyResult<Py<StartResponse>> {
         let mut r = this.borrow_mut(py);
         let request = r.request;
         if let Some(cached) = &r.start_cache
@@ -591,7 +327,7 @@ impl Responder {
         let fresh = Py::new(
             py,
             StartResponse {
-                responder: this.clone_ref(py),
+                response: this.clone_ref(py),
                 request: AtomicU64::new(request),
             },
         )?;
@@ -600,7 +336,7 @@ impl Responder {
     }
 
     /// The `write` callable for request `request` (cached likewise).
-    fn write_callable(&mut self, py: Python<'_>, this: &Py<Responder>) -> PyResult<Py<Write>> {
+    fn write_callable(&mut self, py: Python<'_>, this: &Py<WsgiResponse>) -> PyResult<Py<Write>> {
         if let Some(cached) = &self.write_cache
             && only_ours(cached.as_ptr())
         {
@@ -610,7 +346,7 @@ impl Responder {
         let fresh = Py::new(
             py,
             Write {
-                responder: this.clone_ref(py),
+                response: this.clone_ref(py),
                 request: AtomicU64::new(self.request),
             },
         )?;
@@ -639,14 +375,14 @@ impl Responder {
     fn call_start_response(
         &mut self,
         py: Python<'_>,
-        this: &Py<Responder>,
+        this: &Py<WsgiResponse>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         match exc_info {
-            Some(info) if self.headers_sent => {
+            Some(info) if self.reply.head_sent() => {
                 let value = info.get_item(1)?;
                 return Err(PyErr::from_value(value));
             }
@@ -692,7 +428,7 @@ impl Responder {
 
 /// Whether the cache holds the only reference to `obj` (the app kept none).
 fn only_ours(obj: *mut ffi::PyObject) -> bool {
-    // SAFETY: `obj` is a live object owned by the responder's cache; the GIL is held.
+    // SAFETY: `obj` is a live object owned by the response object's cache; the GIL is held.
     unsafe { ffi::Py_REFCNT(obj) == 1 }
 }
 
@@ -700,7 +436,7 @@ fn only_ours(obj: *mut ffi::PyObject) -> bool {
 #[pyclass(frozen, module = "wsgid")]
 #[derive(Debug)]
 pub struct StartResponse {
-    responder: Py<Responder>,
+    response: Py<WsgiResponse>,
     /// The request it was made for.
     request: AtomicU64,
 }
@@ -716,9 +452,9 @@ impl StartResponse {
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let mut r = self.responder.try_borrow_mut(py)?;
+        let mut r = self.response.try_borrow_mut(py)?;
         r.check_current(self.request.load(Ordering::Relaxed), "start_response()")?;
-        r.call_start_response(py, &self.responder, status, headers, exc_info)
+        r.call_start_response(py, &self.response, status, headers, exc_info)
     }
 }
 
@@ -726,7 +462,7 @@ impl StartResponse {
 #[pyclass(frozen, module = "wsgid")]
 #[derive(Debug)]
 pub struct Write {
-    responder: Py<Responder>,
+    response: Py<WsgiResponse>,
     /// The request it was made for.
     request: AtomicU64,
 }
@@ -735,7 +471,7 @@ pub struct Write {
 impl Write {
     /// Sends `data` at once (the head first).
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut r = self.responder.try_borrow_mut(py)?;
+        let mut r = self.response.try_borrow_mut(py)?;
         r.check_current(self.request.load(Ordering::Relaxed), "write()")?;
         r.call_write(data)
     }
