@@ -390,3 +390,42 @@ fn wsgid_variables_leave_subcommands_alone_and_config_writes_only_flags() {
         serde_json::from_slice(&std::fs::read(app.path().join("wsgid.json")).unwrap()).unwrap();
     assert_eq!(written, serde_json::json!({"timeout": 9}));
 }
+
+#[test]
+fn json_lines_logged_while_a_request_is_served_name_that_request() {
+    let app = AppDir::new(&[]);
+    std::fs::write(
+        app.path().join("app/raises.py"),
+        "def application(environ, start_response):\n    raise RuntimeError('boom')\n",
+    )
+    .unwrap();
+    let mut sim = Mongrel2Sim::bind();
+    let master = Master::start(
+        &app,
+        &sim,
+        &["--wsgi-app", "raises:application", "--log-format", "json"],
+    );
+    master.wait_workers(1, SLOW);
+    let id = sim.get("/boom?x=1");
+    let r = sim.wait_for(id, SLOW).expect("answered");
+    assert_eq!(r.status, 500);
+    let line = poll_until(SLOW, || {
+        json_lines(&app.log())
+            .into_iter()
+            .find(|l| l["role"] == "worker" && l["level"] == "ERROR")
+    })
+    .unwrap_or_else(|| panic!("no worker error line:\n{}", app.log()));
+    let req = &line["fields"]["request"];
+    assert_eq!(req["conn_id"], id, "{line}");
+    assert_eq!(req["uri"], "/boom?x=1", "{line}");
+    assert_eq!(req["method"], "GET", "{line}");
+    // Lines outside a request carry none.
+    let lines = json_lines(&app.log());
+    let ready = lines
+        .iter()
+        .find(|l| {
+            l["role"] == "worker" && l["message"].as_str().is_some_and(|m| m.contains("serving"))
+        })
+        .unwrap_or_else(|| panic!("no worker start line:\n{}", app.log()));
+    assert!(ready["fields"].get("request").is_none(), "{ready}");
+}

@@ -252,6 +252,18 @@ impl ServeLoop {
         };
         // Replies (the gateway's own too) go to the front end the request came from.
         self.app.route(py, inbound.fe, None);
+        wsgid::logging::begin_request(
+            req.sender,
+            req.conn_id,
+            req.headers.get_one(b"METHOD").unwrap_or_default(),
+            req.headers.get_one(b"URI").unwrap_or_default(),
+        );
+        self.dispatch(py, inbound, &req);
+        wsgid::logging::end_request();
+    }
+
+    /// Serves one parsed frame by its kind.
+    fn dispatch(&mut self, py: Python<'_>, inbound: &Inbound, req: &protocol::Request<'_>) {
         match req.kind() {
             Err(e) => {
                 tracing::warn!("dropping request frame of connection {}: {e}", req.conn_id);
@@ -300,7 +312,7 @@ impl ServeLoop {
                     Ok(()) => match self.uploads.open(path, &owner) {
                         Err(e) => Some(e.to_string()),
                         Ok(claimed) => {
-                            if self.app.admit_upload(py, &RequestView::of(&req)) {
+                            if self.app.admit_upload(py, &RequestView::of(req)) {
                                 None
                             } else {
                                 self.uploads.release(&claimed.claim);
@@ -324,7 +336,7 @@ impl ServeLoop {
                         let len = req
                             .content_length()
                             .map_or(upload.size, |n| n.min(upload.size));
-                        self.serve_http(py, inbound, &req, Body::File(upload.file, len));
+                        self.serve_http(py, inbound, req, Body::File(upload.file, len));
                         self.uploads.finish(&upload.claim);
                     }
                     Err(e) => {
@@ -338,7 +350,7 @@ impl ServeLoop {
                     }
                 }
             }
-            Ok(Kind::Http) => self.serve_http(py, inbound, &req, Body::Inline(req.body)),
+            Ok(Kind::Http) => self.serve_http(py, inbound, req, Body::Inline(req.body)),
         }
     }
 

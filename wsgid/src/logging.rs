@@ -182,6 +182,69 @@ impl tracing::field::Visit for JsonFields {
     }
 }
 
+/// Whether JSON lines are written (only then is the request in progress recorded).
+static JSON_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The request a thread is serving, as JSON log lines show it (`fields.request`).
+#[derive(Debug, Default)]
+struct CurrentRequest {
+    active: bool,
+    sender: String,
+    conn_id: u64,
+    method: String,
+    uri: String,
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<CurrentRequest> =
+        std::cell::RefCell::new(CurrentRequest::default());
+}
+
+/// Marks the start of a request on this thread: JSON lines logged until [`end_request`] carry
+/// its sender, connection id, method and URI (escaped as the access log escapes them). Free
+/// when the log format is text.
+pub fn begin_request(sender: &[u8], conn_id: u64, method: &[u8], uri: &[u8]) {
+    if !JSON_ON.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    CURRENT.with(|c| {
+        let mut guard = c.borrow_mut();
+        let c = &mut *guard;
+        c.active = true;
+        c.conn_id = conn_id;
+        for (dst, src) in [
+            (&mut c.sender, sender),
+            (&mut c.method, method),
+            (&mut c.uri, uri),
+        ] {
+            dst.clear();
+            dst.push_str(&crate::access_log::escaped(src));
+        }
+    });
+}
+
+/// Ends what [`begin_request`] began.
+pub fn end_request() {
+    if JSON_ON.load(std::sync::atomic::Ordering::Relaxed) {
+        CURRENT.with(|c| c.borrow_mut().active = false);
+    }
+}
+
+/// The request in progress on this thread as a JSON object, if any.
+fn current_request() -> Option<serde_json::Value> {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        c.active.then(|| {
+            serde_json::json!({
+                "sender": c.sender,
+                "conn_id": c.conn_id,
+                "method": c.method,
+                "uri": c.uri,
+            })
+        })
+    })
+}
+
 /// One JSON log line (without the newline): pure, for [`JsonFormat`] and its tests.
 pub fn json_line(
     time: SystemTime,
@@ -216,6 +279,9 @@ where
     ) -> fmt::Result {
         let mut v = JsonFields::default();
         event.record(&mut v);
+        if let Some(req) = current_request() {
+            v.fields.entry("request").or_insert(req);
+        }
         let line = json_line(
             SystemTime::now(),
             event.metadata().level(),
@@ -429,7 +495,10 @@ pub fn init(spec: &LogSpec) {
             .event_format(WsgidFormat { name: "wsgid" })
             .try_init(),
         LogFormat::Json => builder
-            .event_format(JsonFormat { role: spec.role })
+            .event_format({
+                JSON_ON.store(true, std::sync::atomic::Ordering::Relaxed);
+                JsonFormat { role: spec.role }
+            })
             .try_init(),
     };
 }
