@@ -314,10 +314,7 @@ impl WorkerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("wsgid.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let bin = std::env::var_os("WSGID_TEST_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::bin_path("wsgid"));
-        let child = Command::new(bin)
+        let child = Command::new(wsgid_bin())
             .env("WSGID_WORKER_CONFIG", config.to_string())
             .env("WSGID_BENCH_ROLE", "worker")
             .env("WSGID_LOG", "debug")
@@ -772,4 +769,58 @@ pub fn config_for(module: &str, fronts: &[&FrontEnd]) -> Value {
             .collect::<Vec<_>>()
     );
     cfg
+}
+
+/// The `wsgid` binary under test: `WSGID_TEST_BIN` when set, else the workspace's.
+pub fn wsgid_bin() -> PathBuf {
+    std::env::var_os("WSGID_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::bin_path("wsgid"))
+}
+
+/// A `wsgid stats` collector as [`start_stats`] left it: its stdout not read yet.
+#[derive(Debug)]
+pub struct StartedStats {
+    /// The process (the caller kills or reaps it).
+    pub child: Child,
+    /// The SUB endpoint the workers publish to.
+    pub endpoint: String,
+    /// `host:port` of the Prometheus endpoint, when `--prometheus` was given.
+    pub prometheus: Option<String>,
+}
+
+/// Starts `wsgid stats --bind tcp://127.0.0.1:* args...` (stdout to `stdout`) and reads its
+/// stderr until it has said where it listens (and where Prometheus scrapes, when `args` has
+/// `--prometheus`); the rest of its stderr is drained so the collector never blocks on it.
+pub fn start_stats(args: &[&str], stdout: Stdio) -> StartedStats {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(wsgid_bin())
+        .args(["stats", "--bind", "tcp://127.0.0.1:*"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsgid stats");
+    let wants_prometheus = args.contains(&"--prometheus");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let (mut endpoint, mut prometheus) = (None, None);
+    while endpoint.is_none() || (wants_prometheus && prometheus.is_none()) {
+        let line = lines
+            .next()
+            .expect("wsgid stats said where it listens")
+            .expect("wsgid stats stderr");
+        if let Some(ep) = line.strip_prefix("wsgid stats: listening on ") {
+            endpoint = Some(ep.trim().to_owned());
+        }
+        if let Some(url) = line.strip_prefix("wsgid stats: prometheus on http://") {
+            prometheus = Some(url.trim().trim_end_matches("/metrics").to_owned());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    StartedStats {
+        child,
+        endpoint: endpoint.expect("read above"),
+        prometheus,
+    }
 }

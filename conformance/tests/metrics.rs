@@ -3,7 +3,7 @@
 //! must equal the same figures computed here from what was sent and received.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,14 +24,12 @@ impl Drop for Stats {
 /// Starts `wsgid stats --bind tcp://127.0.0.1:* --json --exit-after n --graphite graphite`;
 /// returns it and the endpoint it bound.
 fn start_stats(n: usize, graphite: &str) -> (Stats, String) {
-    let mut child = Command::new(conformance::bin_path("wsgid"))
-        .args([
-            "stats",
-            "--bind",
-            "tcp://127.0.0.1:*",
+    let n = n.to_string();
+    let started = conformance::gateway::start_stats(
+        &[
             "--json",
             "--exit-after",
-            &n.to_string(),
+            &n,
             "--duration",
             "180",
             "--interval",
@@ -40,24 +38,15 @@ fn start_stats(n: usize, graphite: &str) -> (Stats, String) {
             graphite,
             "--graphite-prefix",
             "test",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsgid stats");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let endpoint = loop {
-        let line = lines
-            .next()
-            .expect("wsgid stats said where it listens")
-            .unwrap();
-        if let Some(ep) = line.strip_prefix("wsgid stats: listening on ") {
-            break ep.trim().to_owned();
-        }
-    };
-    (Stats { child }, endpoint)
+        ],
+        Stdio::piped(),
+    );
+    (
+        Stats {
+            child: started.child,
+        },
+        started.endpoint,
+    )
 }
 
 struct Sent {

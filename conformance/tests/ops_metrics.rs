@@ -4,9 +4,9 @@
 //! through a real worker with the `metrics` filter; they must equal what the client saw.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use conformance::gateway::{Gateway, REPLY_TIMEOUT, TestRequest, base_config};
@@ -30,45 +30,21 @@ impl Drop for Stats {
 
 /// Starts `wsgid stats --bind tcp://127.0.0.1:* --prometheus 127.0.0.1:0` plus `extra`.
 fn start_stats(extra: &[&str]) -> Stats {
-    let mut child = Command::new(conformance::bin_path("wsgid"))
-        .args([
-            "stats",
-            "--bind",
-            "tcp://127.0.0.1:*",
-            "--json",
-            "--duration",
-            "300",
-            "--interval",
-            "0.2",
-            "--prometheus",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsgid stats");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut prometheus, mut endpoint) = (None, None);
-    while prometheus.is_none() || endpoint.is_none() {
-        let line = lines
-            .next()
-            .expect("wsgid stats said where it listens")
-            .unwrap();
-        if let Some(ep) = line.strip_prefix("wsgid stats: listening on ") {
-            endpoint = Some(ep.trim().to_owned());
-        }
-        if let Some(url) = line.strip_prefix("wsgid stats: prometheus on http://") {
-            prometheus = Some(url.trim().trim_end_matches("/metrics").to_owned());
-        }
-    }
-    // Keep draining stderr so the collector never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let mut args = vec![
+        "--json",
+        "--duration",
+        "300",
+        "--interval",
+        "0.2",
+        "--prometheus",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let started = conformance::gateway::start_stats(&args, Stdio::null());
     Stats {
-        child,
-        prometheus: prometheus.unwrap(),
-        endpoint: endpoint.unwrap(),
+        child: started.child,
+        prometheus: started.prometheus.expect("--prometheus given"),
+        endpoint: started.endpoint,
     }
 }
 

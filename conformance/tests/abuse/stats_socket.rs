@@ -1,8 +1,8 @@
 //! `wsgid stats` binds an endpoint anyone on the network may publish to: a hostile peer must
 //! neither blow up its memory nor spoil the honest workers' figures.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -37,34 +37,17 @@ impl Stats {
 }
 
 fn start_stats(n: usize) -> (Stats, String) {
-    let bin = std::env::var_os("WSGID_TEST_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| conformance::bin_path("wsgid"));
-    let mut child = Command::new(bin)
-        .args(["stats", "--bind", "tcp://127.0.0.1:*", "--json"])
-        .args(["--exit-after", &n.to_string(), "--duration", "120"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsgid stats");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let endpoint = loop {
-        let line = lines
-            .next()
-            .expect("wsgid stats said where it listens")
-            .unwrap();
-        if let Some(ep) = line.strip_prefix("wsgid stats: listening on ") {
-            break ep.trim().to_owned();
-        }
-    };
+    let n = n.to_string();
+    let started = conformance::gateway::start_stats(
+        &["--json", "--exit-after", &n, "--duration", "120"],
+        Stdio::piped(),
+    );
     (
         Stats {
-            child,
+            child: started.child,
             reaped: false,
         },
-        endpoint,
+        started.endpoint,
     )
 }
 

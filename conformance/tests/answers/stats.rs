@@ -1,8 +1,8 @@
 //! `wsgid stats` figures through real processes: a worker with the `metrics` filter publishing
 //! to a real `wsgid stats --json`.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use conformance::gateway::{Gateway, TestRequest, base_config};
@@ -22,30 +22,17 @@ impl Drop for Stats {
 
 /// `wsgid stats --bind tcp://127.0.0.1:* --json --exit-after n`; returns it and its endpoint.
 fn start_stats(n: usize) -> (Stats, String) {
-    // The binary under test (WSGID_TEST_BIN, as the gateway helper does).
-    let bin = std::env::var_os("WSGID_TEST_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| conformance::bin_path("wsgid"));
-    let mut child = Command::new(bin)
-        .args(["stats", "--bind", "tcp://127.0.0.1:*", "--json"])
-        .args(["--exit-after", &n.to_string(), "--duration", "120"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsgid stats");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let endpoint = loop {
-        let line = lines
-            .next()
-            .expect("wsgid stats said where it listens")
-            .unwrap();
-        if let Some(ep) = line.strip_prefix("wsgid stats: listening on ") {
-            break ep.trim().to_owned();
-        }
-    };
-    (Stats { child }, endpoint)
+    let n = n.to_string();
+    let started = conformance::gateway::start_stats(
+        &["--json", "--exit-after", &n, "--duration", "120"],
+        Stdio::piped(),
+    );
+    (
+        Stats {
+            child: started.child,
+        },
+        started.endpoint,
+    )
 }
 
 #[test]
