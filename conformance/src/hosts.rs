@@ -228,6 +228,47 @@ impl Host {
     pub fn tcp(&self, port: u16) -> String {
         format!("tcp://{}:{port}", self.addr)
     }
+
+    /// The established TCP connections of this host whose local port is `port`: the peer's
+    /// `ADDR:PORT` and the bytes this host received on each so far (`ss -ti`).
+    pub fn received_on(&self, port: u16) -> Result<Vec<(String, u64)>> {
+        let filter = format!("( sport = :{port} )");
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.ns,
+                "ss",
+                "-tinH",
+                "state",
+                "established",
+                &filter,
+            ],
+        )?;
+        Ok(parse_received(&out))
+    }
+}
+
+/// Reads `ss -tinH state established` output: one `RECV-Q SEND-Q LOCAL PEER` line per
+/// connection, then an indented line of TCP info where `bytes_received:N` appears once the
+/// connection received anything. Gives (peer, bytes received) per connection.
+fn parse_received(out: &str) -> Vec<(String, u64)> {
+    let mut conns: Vec<(String, u64)> = Vec::new();
+    for line in out.lines() {
+        if line.starts_with(char::is_whitespace) {
+            if let Some(last) = conns.last_mut() {
+                last.1 = line
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("bytes_received:"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            }
+        } else if let Some(peer) = line.split_whitespace().nth(3) {
+            conns.push((peer.to_owned(), 0));
+        }
+    }
+    conns
 }
 
 /// Counter making namespace names unique within one process.
@@ -446,6 +487,21 @@ pub fn probe(from: &Host, to: &Host, count: usize, wait: Duration) -> ProbeStats
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_received_pairs_each_connection_with_its_byte_count() {
+        let out = "0      0      10.77.0.1:9997 10.77.0.2:57032\n\t bbr wscale:10,10 rto:204 \
+                   bytes_sent:338 bytes_acked:92 bytes_received:92 segs_out:6\n\
+                   0      0      10.77.0.1:9997 10.77.0.3:38184\n\t bbr wscale:10,10 rto:204\n";
+        assert_eq!(
+            parse_received(out),
+            vec![
+                ("10.77.0.2:57032".to_owned(), 92),
+                ("10.77.0.3:38184".to_owned(), 0)
+            ]
+        );
+        assert!(parse_received("").is_empty());
+    }
 
     #[test]
     fn owner_pid_reads_the_pid_in_a_name() {
