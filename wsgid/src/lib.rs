@@ -21,6 +21,7 @@ pub mod options;
 pub mod request;
 pub mod scoreboard;
 pub mod settings;
+pub mod shm;
 pub mod stats;
 pub mod upload;
 pub mod worker;

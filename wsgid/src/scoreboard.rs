@@ -10,8 +10,9 @@
 //! the page) reads as [`Torn`] instead of spinning forever.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::shm::{Atomics, SharedRegion};
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 /// Environment variable naming the inherited scoreboard fd (a decimal fd number).
@@ -52,64 +53,15 @@ struct Shared {
     replied: AtomicU32,
 }
 
-const MAP_LEN: usize = 4096;
+// SAFETY: repr(C), only atomics (and an array of them); all-zero is a `Starting` slot.
+unsafe impl Atomics for Shared {}
 
 /// How many times [`SlotOwner::read`] retries a slot whose sequence is odd before reporting it
 /// [`Torn`] (a writer holds it odd for well under a microsecond).
 pub const READ_RETRIES: u32 = 20_000;
-const _: () = assert!(std::mem::size_of::<Shared>() <= MAP_LEN);
 
-struct Mapping {
-    ptr: NonNull<Shared>,
-}
-
-// SAFETY: the mapping holds only atomics; it is valid until dropped.
-unsafe impl Send for Mapping {}
-// SAFETY: as above, all access goes through atomics.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn map(fd: RawFd) -> io::Result<Mapping> {
-        // SAFETY: mapping a shared region of a memfd we own or inherited, MAP_LEN bytes long.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MAP_LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"),
-        })
-    }
-
-    fn shared(&self) -> &Shared {
-        // SAFETY: the region is MAP_LEN >= size_of::<Shared>() bytes, zero-initialised by the
-        // memfd (all-zero is a valid Shared), and lives until Drop.
-        unsafe { self.ptr.as_ref() }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), MAP_LEN);
-        }
-    }
-}
-
-impl std::fmt::Debug for Mapping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mapping").finish_non_exhaustive()
-    }
-}
+/// A slot's mapping, either side.
+type Mapping = SharedRegion<Shared>;
 
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -154,14 +106,14 @@ impl Slot {
             map,
             ready_fd: AtomicI32::new(ready_fd),
         };
-        CURRENT.store(slot.map.ptr.as_ptr(), Ordering::Release);
+        CURRENT.store(slot.map.as_ptr(), Ordering::Release);
         Some(slot)
     }
 
     /// The worker serves: the app is loaded and the sockets are connected. Tells the master
     /// (once; later calls only set the state), which waits for it during a rolling restart.
     pub fn ready(&self) {
-        self.map.shared().state.store(IDLE, Ordering::Release);
+        self.map.get().state.store(IDLE, Ordering::Release);
         let fd = self.ready_fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 {
             // SAFETY: the master passed us this pipe end and only this call (once, thanks to
@@ -175,7 +127,7 @@ impl Slot {
 
     /// A request from `sender` (Mongrel2's uuid) on connection `conn_id` starts.
     pub fn begin(&self, sender: &[u8], conn_id: u64) {
-        let s = self.map.shared();
+        let s = self.map.get();
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
@@ -193,7 +145,7 @@ impl Slot {
 
     /// The request started by [`Slot::begin`] is finished.
     pub fn end(&self) {
-        let s = self.map.shared();
+        let s = self.map.get();
         s.state.store(IDLE, Ordering::Release);
         s.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -203,7 +155,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         // Forget the global pointer before the mapping goes (only if it is ours).
         let _ = CURRENT.compare_exchange(
-            self.map.ptr.as_ptr(),
+            self.map.as_ptr(),
             std::ptr::null_mut(),
             Ordering::AcqRel,
             Ordering::Relaxed,
@@ -293,17 +245,7 @@ impl SlotOwner {
     /// A fresh zeroed slot (state `Starting`). Its fd is close-on-exec: the spawner clears
     /// that flag in the child only (see [`SlotOwner::fd`]).
     pub fn new() -> io::Result<SlotOwner> {
-        // SAFETY: memfd_create with a static NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"wsgid-scoreboard".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sizing our own memfd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), MAP_LEN as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = Mapping::create_fd(c"wsgid-scoreboard")?;
         let map = Mapping::map(fd.as_raw_fd())?;
         Ok(SlotOwner { fd, map })
     }
@@ -316,7 +258,7 @@ impl SlotOwner {
     /// A consistent read of the slot, or [`Torn`] when its sequence stays odd: bounded, never
     /// a busy loop forever.
     pub fn read(&self) -> Result<Snapshot, Torn> {
-        let s = self.map.shared();
+        let s = self.map.get();
         let mut seq1 = 0;
         for attempt in 0..READ_RETRIES {
             seq1 = s.seq.load(Ordering::Acquire);
@@ -362,13 +304,14 @@ impl SlotOwner {
     /// Test support: writes `seq` as the slot's sequence (an odd value tears it).
     #[cfg(test)]
     fn force_seq(&self, seq: u64) {
-        self.map.shared().seq.store(seq, Ordering::Release);
+        self.map.get().seq.store(seq, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
 
     /// A worker-side view of the owner's memory, as a re-executed worker would map it.
     fn worker_view(owner: &SlotOwner) -> Slot {
@@ -440,7 +383,7 @@ mod tests {
     fn replies_are_marked_per_request() {
         let owner = SlotOwner::new().unwrap();
         let slot = worker_view(&owner);
-        CURRENT.store(slot.map.ptr.as_ptr(), Ordering::Release);
+        CURRENT.store(slot.map.as_ptr(), Ordering::Release);
         slot.begin(b"s", 1);
         let first = owner.read().unwrap();
         assert!(!first.replied);

@@ -21,7 +21,7 @@ pub mod stuck;
 pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -363,8 +363,7 @@ impl Master {
             ever_loaded: false,
             exit_code: 0,
             disconnects: match crate::worker::disconnects::Disconnects::create_fd() {
-                // SAFETY: a fresh fd we own.
-                Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+                Ok(fd) => Some(fd),
                 Err(e) => {
                     error!("cannot create the shared disconnect board: {e}");
                     None
@@ -955,8 +954,7 @@ impl Master {
             }
         };
         let ledger = match crate::worker::ledger::Ledger::create() {
-            // SAFETY: a fresh fd we own.
-            Ok((l, fd)) => Some((l, unsafe { OwnedFd::from_raw_fd(fd) })),
+            Ok(l) => Some(l),
             Err(e) => {
                 warn!("cannot create a request ledger (a dead worker's clients get no 502): {e}");
                 None

@@ -15,9 +15,10 @@
 //! cursor there (it is checked again next time).
 
 use std::io;
-use std::os::fd::RawFd;
-use std::ptr::NonNull;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shm::{Atomics, SharedRegion};
 
 /// Environment variable naming the inherited disconnect board's fd (a decimal fd number).
 pub const DISCONNECTS_FD_ENV: &str = "WSGID_DISCONNECTS_FD";
@@ -40,8 +41,9 @@ struct Board {
     entries: [Entry; RING],
 }
 
-/// Bytes of the shared mapping.
-pub const MAP_LEN: usize = std::mem::size_of::<Board>();
+// SAFETY: repr(C), only atomics (and an array of repr(C) entries of atomics); all-zero is
+// an empty board.
+unsafe impl Atomics for Board {}
 
 /// Which client a disconnect is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,18 +83,15 @@ fn fnv1a(data: &[u8]) -> u32 {
 /// A handle on the disconnect board (shared or private).
 #[derive(Debug)]
 pub struct Disconnects {
-    ptr: NonNull<Board>,
+    region: SharedRegion<Board>,
 }
-
-// SAFETY: the mapping holds only atomics and lives until Drop.
-unsafe impl Send for Disconnects {}
-// SAFETY: as above: every access goes through atomics.
-unsafe impl Sync for Disconnects {}
 
 impl Disconnects {
     /// A private board (a worker running without a master).
     pub fn private() -> io::Result<Disconnects> {
-        Self::map(-1)
+        Ok(Disconnects {
+            region: SharedRegion::anonymous()?,
+        })
     }
 
     /// The board the master handed down (`WSGID_DISCONNECTS_FD`), else a private one.
@@ -102,63 +101,24 @@ impl Disconnects {
             .and_then(|s| s.parse::<RawFd>().ok());
         match fd {
             Some(fd) => {
-                let board = Self::map(fd);
+                let region = SharedRegion::map(fd);
                 // SAFETY: the inherited fd is ours; the mapping outlives it.
                 unsafe {
                     libc::close(fd);
                 }
-                board
+                Ok(Disconnects { region: region? })
             }
             None => Self::private(),
         }
     }
 
     /// Creates a memfd sized for a board (the master's side); workers inherit it.
-    pub fn create_fd() -> io::Result<RawFd> {
-        // SAFETY: a valid NUL-terminated name; flags are plain bits.
-        let fd = unsafe { libc::memfd_create(c"wsgid-disconnects".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: sizing the memfd we just created (zero-filled: an empty board).
-        if unsafe { libc::ftruncate(fd, MAP_LEN as libc::off_t) } != 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        Ok(fd)
-    }
-
-    fn map(fd: RawFd) -> io::Result<Disconnects> {
-        let flags = if fd < 0 {
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS
-        } else {
-            libc::MAP_SHARED
-        };
-        // SAFETY: a fresh shared mapping of MAP_LEN bytes (anonymous, or of a memfd sized by
-        // `create_fd`); zero-filled memory is a valid empty board.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MAP_LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Disconnects {
-            ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"),
-        })
+    pub fn create_fd() -> io::Result<OwnedFd> {
+        SharedRegion::<Board>::create_fd(c"wsgid-disconnects")
     }
 
     fn board(&self) -> &Board {
-        // SAFETY: MAP_LEN bytes mapped until Drop; all-zero is a valid Board.
-        unsafe { self.ptr.as_ref() }
+        self.region.get()
     }
 
     /// Where the board's head is now: a reader interested in disconnects from now on starts
@@ -213,15 +173,6 @@ impl Disconnects {
     }
 }
 
-impl Drop for Disconnects {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), MAP_LEN);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,13 +210,13 @@ mod tests {
     #[test]
     fn entries_written_by_a_forked_process_are_seen() {
         let fd = Disconnects::create_fd().unwrap();
-        let d = Disconnects::map(fd).unwrap();
-        let other = Disconnects::map(fd).unwrap();
+        let map = || Disconnects {
+            region: SharedRegion::map(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap(),
+        };
+        let (d, other) = (map(), map());
         let mut cur = d.mark();
         let k = ClientKey::new(2, b"s", 42);
         other.record(k);
         assert!(d.seen(k, &mut cur));
-        // SAFETY: our fd.
-        unsafe { libc::close(fd) };
     }
 }

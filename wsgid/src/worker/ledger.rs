@@ -8,9 +8,10 @@
 //! progress (`current`) and whether its head went out. Only atomics: no lock, no syscall.
 
 use std::io;
-use std::os::fd::RawFd;
-use std::ptr::NonNull;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use crate::shm::{Atomics, SharedRegion};
 
 /// Environment variable naming the inherited ledger fd.
 pub const LEDGER_FD_ENV: &str = "WSGID_LEDGER_FD";
@@ -45,8 +46,9 @@ struct Shared {
     entries: [Entry; ENTRIES],
 }
 
-/// Bytes of the mapping.
-pub const MAP_LEN: usize = std::mem::size_of::<Shared>();
+// SAFETY: repr(C), only atomics (and arrays of repr(C) entries of atomics); all-zero is an
+// empty ledger.
+unsafe impl Atomics for Shared {}
 
 /// A request the ledger holds, as the master reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,71 +68,28 @@ pub struct Held {
 /// A mapped ledger (either side).
 #[derive(Debug)]
 pub struct Ledger {
-    ptr: NonNull<Shared>,
+    region: SharedRegion<Shared>,
 }
-
-// SAFETY: only atomics inside; mapped until Drop.
-unsafe impl Send for Ledger {}
-// SAFETY: as above.
-unsafe impl Sync for Ledger {}
 
 impl Ledger {
     /// Creates the memfd of a new worker's ledger (master side) and maps it.
-    pub fn create() -> io::Result<(Ledger, RawFd)> {
-        // SAFETY: a valid NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"wsgid-ledger".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: sizing our fresh memfd (zero-filled: an empty ledger).
-        if unsafe { libc::ftruncate(fd, MAP_LEN as libc::off_t) } != 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: our fd.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        match Self::map(fd) {
-            Ok(l) => Ok((l, fd)),
-            Err(e) => {
-                // SAFETY: our fd.
-                unsafe { libc::close(fd) };
-                Err(e)
-            }
-        }
+    pub fn create() -> io::Result<(Ledger, OwnedFd)> {
+        let fd = SharedRegion::<Shared>::create_fd(c"wsgid-ledger")?;
+        let region = SharedRegion::map(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+        Ok((Ledger { region }, fd))
     }
 
     /// The ledger the master handed to this worker (None without a master).
     pub fn from_env() -> Option<Ledger> {
         let fd: RawFd = std::env::var(LEDGER_FD_ENV).ok()?.parse().ok()?;
-        let l = Self::map(fd).ok();
+        let region = SharedRegion::map(fd).ok();
         // SAFETY: the inherited fd is ours; the mapping outlives it.
         unsafe { libc::close(fd) };
-        l
-    }
-
-    fn map(fd: RawFd) -> io::Result<Ledger> {
-        // SAFETY: a shared mapping of MAP_LEN bytes of a memfd sized for it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MAP_LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Ledger {
-            ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"),
-        })
+        Some(Ledger { region: region? })
     }
 
     fn shared(&self) -> &Shared {
-        // SAFETY: MAP_LEN bytes mapped until Drop; all-zero is a valid Shared.
-        unsafe { self.ptr.as_ref() }
+        self.region.get()
     }
 
     /// Receiving thread: records a request handed over. False when it could not be recorded
@@ -223,23 +182,21 @@ impl Ledger {
     }
 }
 
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `map` mapped.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), MAP_LEN);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The worker's mapping of the ledger the master created, as a re-executed worker gets it.
+    fn worker_view(fd: &OwnedFd) -> Ledger {
+        Ledger {
+            region: SharedRegion::map(std::os::fd::AsRawFd::as_raw_fd(fd)).unwrap(),
+        }
+    }
+
     #[test]
     fn the_master_sees_what_is_taken_and_not_finished() {
         let (master, fd) = Ledger::create().unwrap();
-        let worker = Ledger::map(fd).unwrap();
+        let worker = worker_view(&fd);
         assert!(worker.take(0, b"s", 1));
         assert!(worker.take(1, b"t", 2));
         assert!(worker.take(0, b"s", 3));
@@ -259,14 +216,12 @@ mod tests {
         worker.start();
         worker.finish();
         assert!(master.held().is_empty());
-        // SAFETY: our fd.
-        unsafe { libc::close(fd) };
     }
 
     #[test]
     fn requests_of_a_restarted_front_end_are_not_the_masters_to_answer() {
         let (master, fd) = Ledger::create().unwrap();
-        let worker = Ledger::map(fd).unwrap();
+        let worker = worker_view(&fd);
         assert!(worker.take(0, b"s", 1));
         assert!(worker.take(1, b"t", 1));
         worker.start();
@@ -283,19 +238,15 @@ mod tests {
         worker.start();
         worker.finish();
         assert_eq!(master.held().len(), 1);
-        // SAFETY: our fd.
-        unsafe { libc::close(fd) };
     }
 
     #[test]
     fn a_full_ledger_or_a_long_sender_is_not_recorded() {
-        let (l, fd) = Ledger::create().unwrap();
+        let (l, _fd) = Ledger::create().unwrap();
         assert!(!l.take(0, &[b'x'; SENDER_MAX + 1], 1));
         for i in 0..ENTRIES as u64 {
             assert!(l.take(0, b"s", i));
         }
         assert!(!l.take(0, b"s", 999));
-        // SAFETY: our fd.
-        unsafe { libc::close(fd) };
     }
 }
