@@ -169,6 +169,27 @@ fn a_bad_value_from_any_layer_is_one_clear_line_and_exit_1() {
     assert_eq!(out.status.code(), Some(2), "clap's usage error: {out:?}");
     let err = text(&out.stderr);
     assert!(err.contains("zero") && err.contains("--workers"), "{err}");
+
+    // Numbers that are not seconds, from a flag or a variable, are refused rather than
+    // becoming the default on their way through the merged settings (JSON has no NaN).
+    for (flag, env) in [
+        (Some("nan"), None),
+        (Some("inf"), None),
+        (None, Some("NaN")),
+        (Some("-1"), None),
+    ] {
+        let mut args = vec!["--app-path", app.path_str(), "--print-config"];
+        let heartbeat = flag.map(|v| format!("--heartbeat={v}"));
+        args.extend(heartbeat.as_deref());
+        let vars: Vec<(&str, &str)> = env.map(|v| ("WSGID_HEARTBEAT", v)).into_iter().collect();
+        let out = wsgid_env(&args, &vars);
+        assert_eq!(out.status.code(), Some(2), "{flag:?} {env:?}: {out:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("--heartbeat") && err.contains("expected a number of seconds >= 0"),
+            "{flag:?} {env:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -214,11 +214,12 @@ pub struct Options {
     pub metrics_endpoint: Option<String>,
     /// Seconds between ZMTP heartbeats to each front end (0: off) [default: 1]: a front end or
     /// gateway host that vanished without a word is noticed within --heartbeat-timeout.
-    #[arg(long, env = "WSGID_HEARTBEAT", value_name = "SECONDS")]
+    #[arg(long, env = "WSGID_HEARTBEAT", value_name = "SECONDS", value_parser = parse_seconds)]
     pub heartbeat: Option<f64>,
     /// Seconds without an answer to a heartbeat before the connection is dropped, by wsgid and
     /// by the front end [default: 3 heartbeats].
-    #[arg(long, env = "WSGID_HEARTBEAT_TIMEOUT", value_name = "SECONDS")]
+    #[arg(long, env = "WSGID_HEARTBEAT_TIMEOUT", value_name = "SECONDS",
+          value_parser = parse_seconds)]
     pub heartbeat_timeout: Option<f64>,
     /// Extra environment variable for the workers, KEY=VALUE (repeatable; wsgid.json `envs`,
     /// an object).
@@ -443,6 +444,16 @@ pub fn split_by_source(parsed: &Options, matches: &clap::ArgMatches) -> (Options
     (back(flags), back(env))
 }
 
+/// A number of seconds >= 0 for `--heartbeat` and `--heartbeat-timeout` (and their
+/// variables). `nan` and `inf` parse as numbers but are refused here: the merged settings
+/// travel as JSON, where they would become `null` and silently mean the default.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number of seconds >= 0, found {s:?}")),
+    }
+}
+
 /// `KEY=VALUE` for `--env`.
 pub fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -598,6 +609,19 @@ mod lenient {
 mod tests {
     use super::*;
     use clap::{Args, Command, CommandFactory};
+
+    #[test]
+    fn seconds_are_finite_and_not_negative() {
+        assert_eq!(parse_seconds("1.5"), Ok(1.5));
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        for bad in ["nan", "NaN", "inf", "-inf", "-1", "", "1s", "1e999"] {
+            let e = parse_seconds(bad).unwrap_err();
+            assert!(
+                e.contains("expected a number of seconds >= 0"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     fn opts(json: &str) -> Result<Options, KeyError> {
         let map: Map<String, Value> = serde_json::from_str(json).unwrap();
