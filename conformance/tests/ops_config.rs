@@ -186,7 +186,7 @@ fn a_bad_value_from_any_layer_is_one_clear_line_and_exit_1() {
         assert_eq!(out.status.code(), Some(2), "{flag:?} {env:?}: {out:?}");
         let err = text(&out.stderr);
         assert!(
-            err.contains("--heartbeat") && err.contains("expected a number of seconds >= 0"),
+            err.contains("--heartbeat") && err.contains("expected a number of seconds from 0 to"),
             "{flag:?} {env:?}: {err}"
         );
     }

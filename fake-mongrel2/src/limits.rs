@@ -38,7 +38,16 @@ impl Default for Limits {
     }
 }
 
+/// Longest time between two sweeps: a year (a larger `limits.tick_timer` means the same, and
+/// would overflow the clock arithmetic).
+pub const MAX_TICK_SECS: u64 = 365 * 24 * 3600;
+
 impl Limits {
+    /// Time between two sweeps: `tick_timer` seconds, from 1 to [`MAX_TICK_SECS`].
+    pub fn tick(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.tick_timer.clamp(1, MAX_TICK_SECS))
+    }
+
     /// Whether the sweep runs at all (Mongrel2 skips it when the three tests are disabled).
     pub fn sweeps(&self) -> bool {
         self.min_ping > 0 || self.min_read_rate > 0 || self.min_write_rate > 0
@@ -115,6 +124,19 @@ pub fn listen_addr(listen: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tick_is_one_second_to_a_year() {
+        let at = |tick_timer| Limits {
+            tick_timer,
+            ..Limits::default()
+        };
+        assert_eq!(at(0).tick().as_secs(), 1);
+        assert_eq!(at(10).tick().as_secs(), 10);
+        assert_eq!(at(u64::MAX).tick().as_secs(), MAX_TICK_SECS);
+        // The loop adds it to now: no overflow at the largest value.
+        let _ = std::time::Instant::now() + at(u64::MAX).tick();
+    }
 
     fn limits() -> Limits {
         Limits::default()

@@ -351,7 +351,7 @@ impl Server {
         for h in 0..self.handlers.len() {
             self.drain_sub(h);
         }
-        let tick = Duration::from_secs(self.ctl.settings.limits.tick_timer.max(1));
+        let tick = self.ctl.settings.limits.tick();
         self.next_sweep = Instant::now() + tick;
         while !self.ctl.stop.load(Ordering::Acquire) {
             let waiting = self.handlers.iter().any(HandlerIo::busy);

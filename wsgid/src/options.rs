@@ -444,13 +444,20 @@ pub fn split_by_source(parsed: &Options, matches: &clap::ArgMatches) -> (Options
     (back(flags), back(env))
 }
 
-/// A number of seconds >= 0 for `--heartbeat` and `--heartbeat-timeout` (and their
-/// variables). `nan` and `inf` parse as numbers but are refused here: the merged settings
-/// travel as JSON, where they would become `null` and silently mean the default.
+/// The longest value an option counted in seconds may take: a year. Longer ones mean
+/// nothing useful and overflow the clock arithmetic (now plus the value).
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// A number of seconds from 0 to [`MAX_SECONDS`], for the options that take fractions
+/// (`--heartbeat`, `--heartbeat-timeout`, `wsgid stats --interval`/`--duration`). `nan` and
+/// `inf` parse as numbers but are refused here: the merged settings travel as JSON, where
+/// they would become `null` and silently mean the default.
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("expected a number of seconds >= 0, found {s:?}")),
+        Ok(v) if v.is_finite() && (0.0..=MAX_SECONDS as f64).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a number of seconds from 0 to {MAX_SECONDS} (a year), found {s:?}"
+        )),
     }
 }
 
@@ -614,10 +621,13 @@ mod tests {
     fn seconds_are_finite_and_not_negative() {
         assert_eq!(parse_seconds("1.5"), Ok(1.5));
         assert_eq!(parse_seconds("0"), Ok(0.0));
-        for bad in ["nan", "NaN", "inf", "-inf", "-1", "", "1s", "1e999"] {
+        assert_eq!(parse_seconds("31536000"), Ok(MAX_SECONDS as f64));
+        for bad in [
+            "nan", "NaN", "inf", "-inf", "-1", "", "1s", "1e999", "31536001",
+        ] {
             let e = parse_seconds(bad).unwrap_err();
             assert!(
-                e.contains("expected a number of seconds >= 0"),
+                e.contains("expected a number of seconds from 0 to"),
                 "{bad}: {e}"
             );
         }

@@ -312,6 +312,19 @@ impl Settings {
             ));
         }
         self.liveness().map_err(|e| e.to_string())?;
+        let max = crate::options::MAX_SECONDS;
+        for (option, seconds) in [
+            ("timeout", self.timeout.map(|d| d.as_secs())),
+            ("graceful-timeout", Some(self.graceful_timeout.as_secs())),
+            ("load-timeout", self.load_timeout.map(|d| d.as_secs())),
+            ("upload-max-age", self.upload_max_age),
+        ] {
+            if let Some(s) = seconds.filter(|&s| s > max) {
+                return Err(format!(
+                    "--{option}: expected at most {max} seconds (a year), found {s}"
+                ));
+            }
+        }
         if self.workers > crate::master::MAX_WORKERS {
             return Err(format!(
                 "workers: expected 1..={}, found {} (each worker is a Python process)",
@@ -569,6 +582,41 @@ mod tests {
         let s = Settings::merge(dir.path().to_path_buf(), &file, &args);
         let e = s.validate_for_serving().unwrap_err();
         assert!(e.contains("expected 1..=1024, found 100000"), "{e}");
+    }
+
+    #[test]
+    fn seconds_past_a_year_are_refused_whichever_layer_gave_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let year = crate::options::MAX_SECONDS;
+        for (key, flag) in [
+            ("timeout", "--timeout"),
+            ("graceful_timeout", "--graceful-timeout"),
+            ("load_timeout", "--load-timeout"),
+            ("upload_max_age", "--upload-max-age"),
+        ] {
+            for value in [year + 1, u64::MAX] {
+                let file: Options = serde_json::from_value(serde_json::json!({
+                    key: value,
+                    "recv": "tcp://127.0.0.1:1",
+                    "send": "tcp://127.0.0.1:2",
+                }))
+                .unwrap();
+                let s = Settings::merge(dir.path().to_path_buf(), &file, &ServeArgs::default());
+                let e = s.validate_for_serving().unwrap_err();
+                assert_eq!(
+                    e,
+                    format!("{flag}: expected at most {year} seconds (a year), found {value}")
+                );
+            }
+            let file: Options = serde_json::from_value(serde_json::json!({
+                key: year,
+                "recv": "tcp://127.0.0.1:1",
+                "send": "tcp://127.0.0.1:2",
+            }))
+            .unwrap();
+            let s = Settings::merge(dir.path().to_path_buf(), &file, &ServeArgs::default());
+            assert_eq!(s.validate_for_serving(), Ok(()), "{key} = a year is fine");
+        }
     }
 
     #[test]

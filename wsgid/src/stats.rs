@@ -45,10 +45,11 @@ pub struct StatsArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds between live tables and Graphite updates.
-    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0,
+          value_parser = crate::options::parse_seconds)]
     pub interval: f64,
     /// Stop after this many seconds (default: at SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::options::parse_seconds)]
     pub duration: Option<f64>,
     /// Stop once this many requests (post events) have been counted.
     #[arg(long, value_name = "N")]

@@ -1291,7 +1291,8 @@ pub fn with_jitter(base: u64, jitter: u64) -> u64 {
     } else {
         scoreboard::now_ns()
     };
-    base.saturating_add(x % (jitter + 1))
+    // jitter + 1 wraps to 0 only for u64::MAX, where any x is in range.
+    base.saturating_add(x.checked_rem(jitter.wrapping_add(1)).unwrap_or(x))
 }
 
 #[cfg(test)]
@@ -1378,5 +1379,8 @@ mod tests {
             seen.insert(v);
         }
         assert!(seen.len() > 1, "jitter never varied: {seen:?}");
+        // The largest values saturate instead of overflowing.
+        assert!(with_jitter(u64::MAX, u64::MAX) == u64::MAX);
+        assert!(with_jitter(1, u64::MAX) >= 1);
     }
 }
