@@ -202,6 +202,13 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// The longest duration any option takes: a year (longer ones overflow the clock).
+pub const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
+
+/// Highest `--rps`: one request every 100 ns. A faster schedule has every request due at
+/// once and never ends its run.
+pub const MAX_RPS: f64 = 1e7;
+
 /// Parse `30s`, `500ms`, `100us`, `2m`, `1h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -225,8 +232,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("expected a non-negative duration, found {s:?}"));
+    if !secs.is_finite() || secs < 0.0 || secs > MAX_DURATION_SECS as f64 {
+        return Err(format!(
+            "expected a duration from 0 to {}h (a year), found {s:?}",
+            MAX_DURATION_SECS / 3600
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -294,6 +304,17 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("3 parsecs").is_err());
+        assert_eq!(
+            parse_duration("8760h").unwrap(),
+            Duration::from_secs(MAX_DURATION_SECS)
+        );
+        for bad in ["8761h", "99999999999999999999s", "99999999999999999999"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(
+                e.contains("expected a duration from 0 to 8760h"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

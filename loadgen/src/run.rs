@@ -56,9 +56,12 @@ pub fn build_scenario(cfg: &RunConfig, default_path: &str) -> anyhow::Result<Sce
 /// Run the load described by `cfg`.
 pub fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
     if let Some(r) = cfg.rps
-        && !(r.is_finite() && r > 0.0)
+        && !(r.is_finite() && r > 0.0 && r <= crate::config::MAX_RPS)
     {
-        bail!("--rps must be a positive number, found {r}");
+        bail!(
+            "--rps must be a positive number up to {}, found {r:?}",
+            crate::config::MAX_RPS
+        );
     }
     let url = match (&cfg.url, &cfg.zmq) {
         (Some(u), _) => parse_url(u).map_err(|e| anyhow!(e))?,

@@ -73,7 +73,7 @@ impl Arrivals {
             done: false,
         };
         a.next = match a.poisson {
-            Some(_) => t0 + a.exp_gap(),
+            Some(_) => t0.saturating_add(a.exp_gap()),
             None => a.constant_due(0),
         };
         a.done = a.next >= end || limit == 0;
@@ -81,7 +81,9 @@ impl Arrivals {
     }
 
     fn constant_due(&self, i: u64) -> u64 {
-        self.t0 + ((self.worker + i * self.workers) as f64 * self.interval_ns) as u64
+        // `as u64` saturates (a gap past the end of time is u64::MAX): no overflow.
+        self.t0
+            .saturating_add(((self.worker + i * self.workers) as f64 * self.interval_ns) as u64)
     }
 
     fn exp_gap(&mut self) -> u64 {
@@ -101,7 +103,7 @@ impl Arrivals {
         let due = self.next;
         self.i += 1;
         self.next = match self.poisson {
-            Some(_) => due + self.exp_gap(),
+            Some(_) => due.saturating_add(self.exp_gap()),
             None => self.constant_due(self.i),
         };
         if self.next >= self.end || self.i >= self.limit {
@@ -113,6 +115,17 @@ impl Arrivals {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rate_so_low_that_the_next_request_is_never_due_ends_the_schedule() {
+        for poisson in [None, Some(7)] {
+            let mut a = super::Arrivals::new(5, 1_000_000_005, 1e-300, 0, 2, None, poisson);
+            if let Some(t) = a.peek() {
+                assert_eq!(a.advance(), t);
+            }
+            assert_eq!(a.peek(), None, "{poisson:?}");
+        }
+    }
+
     use super::*;
 
     #[test]
