@@ -588,6 +588,17 @@ mod tests {
     fn seconds_past_a_year_are_refused_whichever_layer_gave_them() {
         let dir = tempfile::tempdir().unwrap();
         let year = crate::options::MAX_SECONDS;
+        // The settings served with wsgid.json's `key` set to `value`.
+        let check = |key: &str, value: u64| {
+            let file: Options = serde_json::from_value(serde_json::json!({
+                key: value,
+                "recv": "tcp://127.0.0.1:1",
+                "send": "tcp://127.0.0.1:2",
+            }))
+            .unwrap();
+            Settings::merge(dir.path().to_path_buf(), &file, &ServeArgs::default())
+                .validate_for_serving()
+        };
         for (key, flag) in [
             ("timeout", "--timeout"),
             ("graceful_timeout", "--graceful-timeout"),
@@ -595,27 +606,14 @@ mod tests {
             ("upload_max_age", "--upload-max-age"),
         ] {
             for value in [year + 1, u64::MAX] {
-                let file: Options = serde_json::from_value(serde_json::json!({
-                    key: value,
-                    "recv": "tcp://127.0.0.1:1",
-                    "send": "tcp://127.0.0.1:2",
-                }))
-                .unwrap();
-                let s = Settings::merge(dir.path().to_path_buf(), &file, &ServeArgs::default());
-                let e = s.validate_for_serving().unwrap_err();
                 assert_eq!(
-                    e,
-                    format!("{flag}: expected at most {year} seconds (a year), found {value}")
+                    check(key, value),
+                    Err(format!(
+                        "{flag}: expected at most {year} seconds (a year), found {value}"
+                    ))
                 );
             }
-            let file: Options = serde_json::from_value(serde_json::json!({
-                key: year,
-                "recv": "tcp://127.0.0.1:1",
-                "send": "tcp://127.0.0.1:2",
-            }))
-            .unwrap();
-            let s = Settings::merge(dir.path().to_path_buf(), &file, &ServeArgs::default());
-            assert_eq!(s.validate_for_serving(), Ok(()), "{key} = a year is fine");
+            assert_eq!(check(key, year), Ok(()), "{key} = a year is fine");
         }
     }
 
