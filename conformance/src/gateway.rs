@@ -789,6 +789,21 @@ pub struct StartedStats {
     pub prometheus: Option<String>,
 }
 
+/// `wsgid stats --json --exit-after n --duration 120` (stdout piped, for the JSON figures it
+/// prints when it has counted `n` requests), started as [`start_stats`] starts it.
+pub fn start_stats_json(n: usize) -> StartedStats {
+    start_stats(
+        &[
+            "--json",
+            "--exit-after",
+            &n.to_string(),
+            "--duration",
+            "120",
+        ],
+        Stdio::piped(),
+    )
+}
+
 /// Starts `wsgid stats --bind tcp://127.0.0.1:* args...` (stdout to `stdout`) and reads its
 /// stderr until it has said where it listens (and where Prometheus scrapes, when `args` has
 /// `--prometheus`); the rest of its stderr is drained so the collector never blocks on it.

@@ -11,9 +11,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::shm::{Atomics, SharedRegion};
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 /// Environment variable naming the inherited scoreboard fd (a decimal fd number).
 pub const SCOREBOARD_FD_ENV: &str = "WSGID_SCOREBOARD_FD";

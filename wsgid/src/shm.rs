@@ -75,6 +75,18 @@ impl<T: Atomics> SharedRegion<T> {
         Self::mmap(fd, libc::MAP_SHARED)
     }
 
+    /// The region a parent process handed down as a descriptor number in the environment
+    /// variable `var`: mapped, then the descriptor closed (the mapping outlives it). `None`
+    /// when the variable is absent or not a number.
+    pub fn inherit(var: &str) -> Option<io::Result<SharedRegion<T>>> {
+        let fd: RawFd = std::env::var(var).ok()?.parse().ok()?;
+        let region = Self::map(fd);
+        // SAFETY: the descriptor was handed to this process for this mapping only; closing a
+        // number is at worst EBADF, and an established mapping survives the close.
+        unsafe { libc::close(fd) };
+        Some(region)
+    }
+
     /// A private zero-filled region (shared with no other process; for a worker running
     /// without a master, and for tests).
     pub fn anonymous() -> io::Result<SharedRegion<T>> {

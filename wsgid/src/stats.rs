@@ -586,8 +586,9 @@ impl Sinks<'_> {
 
 /// Runs `wsgid stats` until SIGINT/SIGTERM or `--duration`.
 pub fn run(args: StatsArgs) -> anyhow::Result<()> {
+    // Finite, at most a year: `options::parse_seconds` read it.
     anyhow::ensure!(
-        args.interval > 0.0 && args.interval.is_finite(),
+        args.interval > 0.0,
         "--interval must be a positive number of seconds, got {}",
         args.interval
     );
@@ -642,7 +643,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(args.interval);
     let stop_at = args
         .duration
-        .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
     let mut graphite = args.graphite.as_ref().map(|addr| Graphite {
         addr: addr.clone(),
         prefix: args.graphite_prefix.clone(),

@@ -2,7 +2,7 @@
 //! neither blow up its memory nor spoil the honest workers' figures.
 
 use std::io::Read;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -37,11 +37,7 @@ impl Stats {
 }
 
 fn start_stats(n: usize) -> (Stats, String) {
-    let n = n.to_string();
-    let started = conformance::gateway::start_stats(
-        &["--json", "--exit-after", &n, "--duration", "120"],
-        Stdio::piped(),
-    );
+    let started = conformance::gateway::start_stats_json(n);
     (
         Stats {
             child: started.child,

@@ -2,7 +2,7 @@
 //! to a real `wsgid stats --json`.
 
 use std::io::Read;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use conformance::gateway::{Gateway, TestRequest, base_config};
@@ -22,11 +22,7 @@ impl Drop for Stats {
 
 /// `wsgid stats --bind tcp://127.0.0.1:* --json --exit-after n`; returns it and its endpoint.
 fn start_stats(n: usize) -> (Stats, String) {
-    let n = n.to_string();
-    let started = conformance::gateway::start_stats(
-        &["--json", "--exit-after", &n, "--duration", "120"],
-        Stdio::piped(),
-    );
+    let started = conformance::gateway::start_stats_json(n);
     (
         Stats {
             child: started.child,

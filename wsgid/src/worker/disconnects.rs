@@ -15,7 +15,7 @@
 //! cursor there (it is checked again next time).
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::shm::{Atomics, SharedRegion};
@@ -96,18 +96,8 @@ impl Disconnects {
 
     /// The board the master handed down (`WSGID_DISCONNECTS_FD`), else a private one.
     pub fn from_env() -> io::Result<Disconnects> {
-        let fd = std::env::var(DISCONNECTS_FD_ENV)
-            .ok()
-            .and_then(|s| s.parse::<RawFd>().ok());
-        match fd {
-            Some(fd) => {
-                let region = SharedRegion::map(fd);
-                // SAFETY: the inherited fd is ours; the mapping outlives it.
-                unsafe {
-                    libc::close(fd);
-                }
-                Ok(Disconnects { region: region? })
-            }
+        match SharedRegion::inherit(DISCONNECTS_FD_ENV) {
+            Some(region) => Ok(Disconnects { region: region? }),
             None => Self::private(),
         }
     }

@@ -8,7 +8,7 @@
 //! progress (`current`) and whether its head went out. Only atomics: no lock, no syscall.
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::shm::{Atomics, SharedRegion};
@@ -81,11 +81,8 @@ impl Ledger {
 
     /// The ledger the master handed to this worker (None without a master).
     pub fn from_env() -> Option<Ledger> {
-        let fd: RawFd = std::env::var(LEDGER_FD_ENV).ok()?.parse().ok()?;
-        let region = SharedRegion::map(fd).ok();
-        // SAFETY: the inherited fd is ours; the mapping outlives it.
-        unsafe { libc::close(fd) };
-        Some(Ledger { region: region? })
+        let region = SharedRegion::inherit(LEDGER_FD_ENV)?.ok()?;
+        Some(Ledger { region })
     }
 
     fn shared(&self) -> &Shared {
